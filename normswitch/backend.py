@@ -74,3 +74,5 @@ class Backend:
     impls: dict[str, Callable]
     availability: Callable[[str], Optional[str]]
     supports: Callable[[Call], Optional[str]] = field(default=_always)
+    details: Optional[Callable[[str, str], str]] = None
+    """Optional ``details(op, device_type)``: a line for ``normswitch info`` (e.g. which provider serves)."""
