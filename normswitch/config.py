@@ -1,0 +1,176 @@
+"""Settings: built-in defaults < YAML file < environment, validated with errors naming their source.
+
+File schema (``configs/default.yaml``)::
+
+    on_unavailable: fallback          # or error; the default for every device
+    devices:
+      cuda:
+        backends: [triton, cuda, native]
+        on_unavailable: fallback
+        ops:
+          norm_gated: {backends: [triton, native]}
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+
+from .backend import OPS
+from .platform import DEVICE_TYPES
+
+PACKAGED_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
+POLICIES = ("fallback", "error")
+BUILTIN_BACKENDS = {
+    "cuda": ("triton", "cuda", "native"),
+    "rocm": ("triton", "native"),
+    "xpu": ("triton", "native"),
+}
+_TOP_KEYS = ("on_unavailable", "devices")
+_DEVICE_KEYS = ("backends", "on_unavailable", "ops")
+_OP_KEYS = ("backends", "on_unavailable")
+_SWITCH_VALUES = ("0", "1")
+
+
+class ConfigError(ValueError):
+    """An invalid config file or environment value; the message names its source and key."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A resolved value and where it came from (``built-in default``, a file key, or a variable)."""
+
+    value: Any
+    source: str
+
+
+@dataclass
+class Config:
+    """Everything that steers backend selection, loaded once per ``normswitch.reset()``."""
+
+    path: Path
+    file: dict
+    env_op: dict[str, Setting] = field(default_factory=dict)
+    env_all: Optional[Setting] = None
+    use_native: Optional[Setting] = None
+    count_calls: bool = False
+
+    def backends(self, op: str, device: str) -> Setting:
+        """Ordered backend names for ``op`` on ``device``, strongest source first."""
+        base = self._file_or_default(op, device, "backends", ("native",))
+        forced = self.env_op.get(op) or self.env_all
+        if forced is not None:
+            rest = tuple(name for name in base.value if name != forced.value)
+            return Setting((forced.value,) + rest, forced.source)
+        if self.use_native is not None:
+            return Setting(("native",), self.use_native.source)
+        return base
+
+    def policy(self, op: str, device: str) -> Setting:
+        """``fallback`` or ``error`` for ``op`` on ``device``."""
+        return self._file_or_default(op, device, "on_unavailable", "fallback")
+
+    def _file_or_default(self, op: str, device: str, key: str, default: Any) -> Setting:
+        dev = self.file.get("devices", {}).get(device, {})
+        where = f"file {self.path}"
+        if key in dev.get("ops", {}).get(op, {}):
+            return Setting(_value(dev["ops"][op][key]), f"{where}: devices.{device}.ops.{op}.{key}")
+        if key in dev:
+            return Setting(_value(dev[key]), f"{where}: devices.{device}.{key}")
+        if key in self.file:
+            return Setting(_value(self.file[key]), f"{where}: {key}")
+        if key == "backends" and device in BUILTIN_BACKENDS:
+            return Setting(BUILTIN_BACKENDS[device], "built-in default")
+        return Setting(default, "built-in default")
+
+
+def _value(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _check_keys(mapping: Any, allowed: Iterable[str], where: str, path: Path) -> None:
+    allowed = tuple(allowed)
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{path}: {where} must be a mapping with keys {', '.join(allowed)}")
+    for key in mapping:
+        if key not in allowed:
+            raise ConfigError(f"{path}: unknown key {where}.{key}; allowed: {', '.join(allowed)}")
+
+
+def _check_entry(entry: dict, where: str, path: Path, backends: tuple[str, ...]) -> None:
+    if "backends" in entry:
+        names = entry["backends"]
+        if not isinstance(names, list) or not names:
+            raise ConfigError(f"{path}: {where}.backends must be a non-empty list of {', '.join(backends)}")
+        for name in names:
+            if name not in backends:
+                raise ConfigError(
+                    f"{path}: {where}.backends: unknown backend {name!r}; allowed: {', '.join(backends)}"
+                )
+    if "on_unavailable" in entry and entry["on_unavailable"] not in POLICIES:
+        raise ConfigError(
+            f"{path}: {where}.on_unavailable: {entry['on_unavailable']!r}; allowed: {', '.join(POLICIES)}"
+        )
+
+
+def load_file(path: Path, backends: tuple[str, ...]) -> dict:
+    """Parse and validate a config file; raises ``ConfigError`` naming the file and key."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {exc}") from exc
+    _check_keys(data, _TOP_KEYS, "(top level)", path)
+    _check_entry(data, "(top level)", path, backends)
+    devices = data.get("devices", {}) or {}
+    _check_keys(devices, DEVICE_TYPES, "devices", path)
+    for device, entry in devices.items():
+        _check_keys(entry, _DEVICE_KEYS, f"devices.{device}", path)
+        _check_entry(entry, f"devices.{device}", path, backends)
+        ops = entry.get("ops", {}) or {}
+        _check_keys(ops, OPS, f"devices.{device}.ops", path)
+        for op, op_entry in ops.items():
+            _check_keys(op_entry, _OP_KEYS, f"devices.{device}.ops.{op}", path)
+            _check_entry(op_entry, f"devices.{device}.ops.{op}", path, backends)
+    return data
+
+
+def _switch(env: dict, name: str) -> bool:
+    value = env.get(name, "")
+    if value not in ("",) + _SWITCH_VALUES:
+        raise ConfigError(f"{name}={value!r}: expected 0 or 1 (or unset)")
+    return value == "1"
+
+
+def _backend_var(env: dict, name: str, backends: tuple[str, ...]) -> Setting:
+    value = env[name].strip()
+    if value not in backends:
+        raise ConfigError(f"{name}={value!r}: unknown backend; allowed: {', '.join(backends)}")
+    return Setting(value, f"env {name}")
+
+
+def load_config(backends: tuple[str, ...], env: Optional[dict] = None) -> Config:
+    """Read ``NORMSWITCH_CONFIG`` (or the packaged default) and the environment variables."""
+    env = dict(os.environ if env is None else env)
+    name = env.get("NORMSWITCH_CONFIG", "")
+    if name and not Path(name).is_file():
+        raise ConfigError(f"NORMSWITCH_CONFIG={name!r}: no such file")
+    path = Path(name) if name else PACKAGED_CONFIG
+    config = Config(path=path, file=load_file(path, backends))
+    prefix = "NORMSWITCH_BACKEND_"
+    for var in sorted(env):
+        if var.startswith(prefix):
+            op = var[len(prefix):].lower()
+            if op not in OPS:
+                raise ConfigError(f"{var}: unknown op {op!r}; allowed: {', '.join(OPS)}")
+            config.env_op[op] = _backend_var(env, var, backends)
+    if env.get("NORMSWITCH_BACKEND", ""):
+        config.env_all = _backend_var(env, "NORMSWITCH_BACKEND", backends)
+    if _switch(env, "USE_NATIVE_LAYERNORM"):
+        config.use_native = Setting(("native",), "env USE_NATIVE_LAYERNORM=1")
+    config.count_calls = _switch(env, "NORMSWITCH_COUNT_CALLS")
+    return config

@@ -1,0 +1,58 @@
+"""From validated 2-D arguments to the registry: the call's features and the backend's run."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .platform import device_type
+from .registry import REGISTRY
+
+Tensor = torch.Tensor
+
+
+def _strided(t: Tensor) -> bool:
+    return t.shape[0] > 1 and t.stride(0) != t.shape[-1]
+
+
+def rms_norm(x: Tensor, weight: Optional[Tensor], eps: float, offset: float,
+             out: Optional[Tensor], backend: Optional[str]) -> Tensor:
+    feats = tuple(name for name, on in (
+        ("offset", offset != 0.0), ("out", out is not None), ("strided", _strided(x)),
+        ("weight", weight is not None)) if on)
+    return REGISTRY.run("rms_norm", x, device_type(x.device), 0, feats, (x, weight, eps, offset, out), backend)
+
+
+def fused_add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float, offset: float,
+                       inplace: bool, backend: Optional[str]) -> tuple[Tensor, Tensor]:
+    feats = tuple(name for name, on in (
+        ("inplace", inplace), ("offset", offset != 0.0),
+        ("strided", _strided(x) or _strided(residual)), ("weight", True)) if on)
+    return REGISTRY.run("fused_add_rms_norm", x, device_type(x.device), 0, feats,
+                        (x, residual, weight, eps, offset, inplace), backend)
+
+
+def layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+               out: Optional[Tensor], backend: Optional[str]) -> Tensor:
+    feats = tuple(name for name, on in (
+        ("bias", bias is not None), ("out", out is not None), ("strided", _strided(x)),
+        ("weight", weight is not None)) if on)
+    return REGISTRY.run("layer_norm", x, device_type(x.device), 0, feats, (x, weight, bias, eps, out), backend)
+
+
+def layer_norm_channels_first(x: Tensor, weight: Tensor, bias: Tensor, eps: float,
+                              backend: Optional[str]) -> Tensor:
+    return REGISTRY.run("layer_norm_channels_first", x, device_type(x.device), 0, ("bias", "weight"),
+                        (x, weight, bias, eps), backend)
+
+
+def norm_gated(x: Tensor, weight: Tensor, bias: Optional[Tensor], z: Optional[Tensor], eps: float,
+               group_size: int, norm_before_gate: bool, is_rms_norm: bool, out: Optional[Tensor],
+               backend: Optional[str]) -> tuple[Tensor, Optional[Tensor], Tensor]:
+    feats = tuple(name for name, on in (
+        ("bias", bias is not None), ("gate_first", z is not None and not norm_before_gate),
+        ("grouped", group_size != x.shape[-1]), ("out", out is not None), ("rms", is_rms_norm),
+        ("strided", _strided(x) or (z is not None and _strided(z))), ("weight", True),
+        ("z", z is not None)) if on)
+    return REGISTRY.run("norm_gated", x, device_type(x.device), group_size, feats,
+                        (x, weight, bias, z, eps, group_size, norm_before_gate, is_rms_norm, out), backend)

@@ -1,0 +1,52 @@
+"""Native LayerNorm computed in float32 with one rounding at the end (``LayerNormfp32``),
+and its channels-first form (SAM's ``LayerNorm2d``)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def _param(p: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
+    """A weight/bias as the fused kernel takes it: x's dtype when it already is, else float32."""
+    if p is None or p.dtype == x.dtype:
+        return p
+    return p.float()
+
+
+def _fp32_layer_norm(
+    x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], eps: float
+) -> torch.Tensor:
+    """``F.layer_norm`` over the last dim with float32 statistics and affine, rounded once."""
+    n = (x.shape[-1],)
+    if x.dtype == torch.float32:
+        return F.layer_norm(x, n, _param(weight, x), _param(bias, x), eps)
+    w = None if weight is None else weight.float()
+    b = None if bias is None else bias.float()
+    if x.device.type == "cpu":
+        # The CPU kernel takes 16-bit x with float32 parameters and computes all in float32.
+        return F.layer_norm(x, n, w, b, eps)
+    return F.layer_norm(x.float(), n, w, b, eps).to(x.dtype)
+
+
+def layer_norm(
+    x: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    bias: Optional[torch.Tensor],
+    eps: float,
+    out: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """LayerNorm of (M, N) ``x`` over N in float32; returns (M, N) of ``x.dtype``."""
+    y = _fp32_layer_norm(x, weight, bias, eps)
+    if out is None:
+        return y
+    return out.copy_(y)
+
+
+def layer_norm_channels_first(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """LayerNorm over C of contiguous (B, C, S) ``x``; returns contiguous (B, C, S) of ``x.dtype``."""
+    y = _fp32_layer_norm(x.transpose(1, 2), weight, bias, eps)
+    return y.transpose(1, 2).contiguous()
