@@ -33,8 +33,8 @@ def fused_add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float,
 
 def layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float, dim: int = -1) -> Tensor:
     xd = x.double()
-    var, mean = torch.var_mean(xd, dim=dim, keepdim=True, correction=0)
-    y = (xd - mean) * torch.rsqrt(var + eps)
+    centered = xd - xd.mean(dim, keepdim=True)
+    y = centered * torch.rsqrt(centered.square().mean(dim, keepdim=True) + eps)
     shape = [1] * x.dim()
     shape[dim] = x.shape[dim]
     if weight is not None:

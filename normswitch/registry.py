@@ -21,6 +21,9 @@ _MODULES = {
 }
 
 
+_BROKEN = "error: failed earlier in this process"  # already reported when it failed
+
+
 class BackendUnavailableError(RuntimeError):
     """No backend may serve a call: ``on_unavailable: error``, or a ``backend=`` that cannot."""
 
@@ -105,7 +108,7 @@ class Registry:
         if call.op not in backend.impls:
             return f"unsupported: {name} has no {call.op}"
         if name in self._broken.get(call, ()):
-            return "error: failed earlier in this process"
+            return _BROKEN
         reason = backend.supports(call)
         return None if reason is None else f"unsupported: {reason}"
 
@@ -143,7 +146,7 @@ class Registry:
                     f"{op} on {device} ({call.dtype}, N={call.hidden_size}): backend {name!r} cannot serve "
                     f"({reason}) and on_unavailable is 'error' ({self.config.policy(op, device).source})"
                 )
-            elif not candidates:
+            elif not candidates and reason != _BROKEN:
                 skipped.append((name, reason))
         to = candidates[0][0] if candidates else "none"
         for name, reason in skipped:
