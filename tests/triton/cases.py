@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-import reference as ref
+from . import reference as ref
 from normswitch.kernels.triton import BACKEND
 
 _GEN = torch.Generator().manual_seed(1234)

@@ -33,7 +33,11 @@ def interpreting() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _import_triton() -> Optional[str]:
-    if importlib.util.find_spec("triton") is None:
+    try:
+        found = importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
         return "triton not installed (pip install 'normswitch[triton]')"
     try:
         importlib.import_module("triton.language")

@@ -1,0 +1,169 @@
+"""The implementations the benchmark times side by side: a table of named factories per op.
+
+A factory takes a :class:`Case` (the op, its shape and its input tensors) and returns a
+zero-argument callable that runs the op once, or raises :class:`Unavailable` with the reason.
+Other backends add themselves with :func:`register` (or :func:`register_normswitch_backend`).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from . import seeds
+
+BENCH_OPS = ("rms_norm", "fused_add_rms_norm", "layer_norm", "layer_norm_channels_first",
+             "norm_gated")
+EPS = 1e-6
+
+
+class Unavailable(RuntimeError):
+    """An implementation cannot run this case (package missing, op not covered, ...)."""
+
+
+@dataclass
+class Case:
+    """One benchmarked call: ``x`` is (M, N) (channels-first: (1, N, M)); ``group`` for norm_gated."""
+
+    op: str
+    M: int
+    N: int
+    dtype: torch.dtype
+    group: Optional[int] = None
+    t: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.op if self.group is None else f"{self.op}[g={self.group}]"
+
+    def bytes_moved(self) -> int:
+        """Fewest bytes the op must move: each input read once, each output written once."""
+        el = self.M * self.N * self.t["x"].element_size()
+        params = sum(self.t[k].numel() * self.t[k].element_size() for k in ("w", "b") if k in self.t)
+        if self.op == "fused_add_rms_norm":
+            return 4 * el + params
+        if self.op == "norm_gated":
+            stats = 4 * self.M * (self.N // (self.group or self.N))
+            return 3 * el + params + stats
+        return 2 * el + params
+
+
+Factory = Callable[[Case], Callable[[], Any]]
+IMPLS: dict[str, dict[str, Factory]] = {op: {} for op in BENCH_OPS}
+
+
+def register(op: str, name: str, factory: Factory) -> None:
+    """Add (or replace) implementation ``name`` of bench op ``op``."""
+    IMPLS[op][name] = factory
+
+
+def _normswitch(backend: str, case: Case) -> Callable[[], Any]:
+    try:
+        import normswitch
+        from normswitch.platform import device_type
+        from normswitch.registry import REGISTRY
+    except ImportError as exc:
+        raise Unavailable(f"normswitch core not importable: {exc}") from exc
+    reason = REGISTRY.availability(backend, device_type(case.t["x"].device))
+    if reason:
+        raise Unavailable(reason)
+    t, op = case.t, case.op
+    if op == "rms_norm":
+        return functools.partial(normswitch.rms_norm, t["x"], t["w"], EPS, backend=backend)
+    if op == "fused_add_rms_norm":
+        return functools.partial(normswitch.fused_add_rms_norm, t["x"], t["r"], t["w"], EPS,
+                                 backend=backend)
+    if op == "layer_norm":
+        return functools.partial(normswitch.layer_norm, t["x"], t["w"], t["b"], EPS,
+                                 backend=backend)
+    if op == "layer_norm_channels_first":
+        return functools.partial(normswitch.layer_norm_channels_first, t["x"], t["w"], t["b"],
+                                 EPS, backend=backend)
+    return functools.partial(normswitch.norm_gated, t["x"], t["w"], None, t["z"], EPS,
+                             case.group, False, True, backend=backend)
+
+
+def register_normswitch_backend(name: str) -> None:
+    """Time normswitch's backend ``name`` (through the public ops) on every op."""
+    for op in BENCH_OPS:
+        register(op, name, functools.partial(_normswitch, name))
+
+
+def _torch(case: Case) -> Callable[[], Any]:
+    t, n = case.t, (case.N,)
+    if case.op == "rms_norm":
+        return functools.partial(F.rms_norm, t["x"], n, t["w"], EPS)
+    if case.op == "layer_norm":
+        return functools.partial(F.layer_norm, t["x"], n, t["w"], t["b"], EPS)
+    raise Unavailable(f"torch has no {case.op}")
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(op: str) -> Callable:
+    import torch._dynamo
+
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
+    return torch.compile(getattr(seeds, op))
+
+
+def _compile(case: Case) -> Callable[[], Any]:
+    t, fn = case.t, _compiled(case.op)
+    if case.op == "rms_norm":
+        return functools.partial(fn, t["x"], t["w"], EPS)
+    if case.op == "fused_add_rms_norm":
+        return functools.partial(fn, t["x"], t["r"], t["w"], EPS)
+    if case.op in ("layer_norm", "layer_norm_channels_first"):
+        return functools.partial(fn, t["x"], t["w"], t["b"], EPS)
+    return functools.partial(fn, t["x"], t["w"], None, t["z"], EPS, case.group or case.N, False,
+                             True)
+
+
+def _import(module: str, package: str) -> Any:
+    try:
+        return __import__(module, fromlist=["_"])
+    except Exception as exc:
+        raise Unavailable(f"{package} not importable: {type(exc).__name__}: {exc}") from exc
+
+
+def _liger(case: Case) -> Callable[[], Any]:
+    t = case.t
+    if case.op == "rms_norm":
+        fwd = _import("liger_kernel.ops.rms_norm", "liger-kernel").rms_norm_forward
+        return functools.partial(fwd, t["x"], t["w"], EPS, 0.0, "llama", None)
+    if case.op == "fused_add_rms_norm":
+        fwd = _import("liger_kernel.ops.fused_add_rms_norm", "liger-kernel").fused_add_rms_norm_forward
+        return functools.partial(fwd, t["x"], t["r"], t["w"], EPS, 0.0, "llama")
+    if case.op == "layer_norm":
+        fwd = _import("liger_kernel.ops.layer_norm", "liger-kernel").layer_norm_forward
+        return functools.partial(fwd, t["x"], t["w"], t["b"], EPS)
+    raise Unavailable(f"liger has no {case.op}")
+
+
+def _fla(case: Case) -> Callable[[], Any]:
+    if case.op != "norm_gated":
+        raise Unavailable(f"fla (gated norm only) has no {case.op}")
+    fwd = _import("fla.modules.norm.layernorm_gated", "fla-core").layer_norm_fwd
+    t = case.t
+    return functools.partial(fwd, t["x"], t["w"], None, EPS, t["z"], None, case.group, False, True)
+
+
+def first_output(result: Any) -> torch.Tensor:
+    """The normalized output of any implementation's return value."""
+    return result[0] if isinstance(result, (tuple, list)) else result
+
+
+def _register_defaults() -> None:
+    register_normswitch_backend("triton")
+    register_normswitch_backend("native")
+    register_normswitch_backend("cuda")
+    for op in BENCH_OPS:
+        register(op, "torch", _torch)
+        register(op, "compile", _compile)
+        register(op, "liger", _liger)
+        register(op, "fla", _fla)
+
+
+_register_defaults()

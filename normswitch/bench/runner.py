@@ -1,0 +1,200 @@
+"""Build the benchmark grid, measure the device's ceilings, and time every implementation."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+
+from . import seeds
+from .impls import EPS, IMPLS, Case, Unavailable, first_output
+
+M_GRID = (1, 16, 64, 256, 4096, 32768)
+N_GRID = (128, 1024, 1280, 4096, 7168, 8192)
+GATED_GROUPS = (None, 128, 1024)
+EXTRA_DTYPES = ("float16", "float32")
+EXTRA_SHAPES = ((1, 4096), (4096, 4096), (32768, 4096))
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass
+class Settings:
+    """What to run and how long to time each point (do_bench's warm-up and repeat, in ms)."""
+
+    ops: tuple[str, ...]
+    impls: tuple[str, ...]
+    m_grid: tuple[int, ...] = M_GRID
+    n_grid: tuple[int, ...] = N_GRID
+    extra_dtypes: tuple[str, ...] = EXTRA_DTYPES
+    extra_shapes: tuple[tuple[int, int], ...] = EXTRA_SHAPES
+    warmup_ms: float = 5.0
+    rep_ms: float = 20.0
+    device: str = "cuda"
+    seed: int = 0
+
+
+@dataclass
+class Ceilings:
+    """Copy bandwidth (bytes read + written per second, large copy) and an empty launch."""
+
+    copy_gbps: float
+    empty_us: float
+    copy_us: dict[int, float] = field(default_factory=dict)
+
+
+def timer(device: str) -> Callable[[Callable[[], Any], float, float], float]:
+    """Median time in us of a call: ``triton.testing.do_bench`` on GPUs, perf_counter on CPU."""
+    if device != "cpu":
+        from triton.testing import do_bench
+
+        return lambda fn, warmup, rep: 1e3 * do_bench(fn, warmup=warmup, rep=rep,
+                                                     return_mode="median")
+
+    def cpu_time(fn: Callable[[], Any], warmup: float, rep: float) -> float:
+        fn()
+        times = []
+        end = time.perf_counter() + rep / 1e3
+        while time.perf_counter() < end or len(times) < 3:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return 1e6 * statistics.median(times)
+
+    return cpu_time
+
+
+def _empty_launch(device: str) -> Callable[[], Any]:
+    if device == "cpu":
+        return lambda: None
+    import triton
+
+    @triton.jit
+    def _empty_kernel(X):
+        pass
+
+    buf = torch.empty(1, device=device)
+    return lambda: _empty_kernel[(1,)](buf)
+
+
+def measure_ceilings(s: Settings, time_fn: Callable) -> Ceilings:
+    """Copy bandwidth on a 1 GiB (CPU: 64 MiB) copy, and the empty-kernel launch time."""
+    nbytes = (1 << 30) if s.device != "cpu" else (1 << 26)
+    src = torch.randn(nbytes // 2, device=s.device).to(torch.bfloat16)
+    dst = torch.empty_like(src)
+    us = time_fn(lambda: dst.copy_(src), s.warmup_ms, s.rep_ms)
+    del src, dst
+    empty = time_fn(_empty_launch(s.device), s.warmup_ms, s.rep_ms)
+    return Ceilings(copy_gbps=2 * nbytes / us / 1e3, empty_us=empty)
+
+
+def same_bytes_copy_us(c: Ceilings, nbytes: int, s: Settings, time_fn: Callable) -> float:
+    """Time of a copy that reads and writes ``nbytes`` in all (cached per size)."""
+    half = max(nbytes // 2 // 2, 1)
+    if half not in c.copy_us:
+        src = torch.randn(half, device=s.device).to(torch.bfloat16)
+        dst = torch.empty_like(src)
+        c.copy_us[half] = time_fn(lambda: dst.copy_(src), s.warmup_ms, s.rep_ms)
+    return c.copy_us[half]
+
+
+def cases(s: Settings) -> Iterator[tuple[str, int, int, Optional[int], str]]:
+    """(op, M, N, group, dtype) of the grid: bf16 everywhere, other dtypes at a few shapes."""
+    shapes = [(m, n, "bfloat16") for n in s.n_grid for m in s.m_grid]
+    shapes += [(m, n, d) for d in s.extra_dtypes for (m, n) in s.extra_shapes]
+    for op in s.ops:
+        groups = GATED_GROUPS if op == "norm_gated" else (None,)
+        for g in groups:
+            for m, n, d in shapes:
+                if g is not None and (g >= n or n % g):
+                    continue
+                yield op, m, n, g, d
+
+
+def make_case(op: str, M: int, N: int, group: Optional[int], dtype: torch.dtype, device: str,
+              gen: torch.Generator) -> Case:
+    """Random inputs (never zeros) for one point; parameters in the input's dtype."""
+    def rnd(*shape: int, shift: float = 0.0) -> torch.Tensor:
+        return (torch.randn(*shape, device=device, generator=gen) + shift).to(dtype)
+
+    shape = (1, N, M) if op == "layer_norm_channels_first" else (M, N)
+    t = {"x": rnd(*shape), "w": rnd(N, shift=1.0)}
+    if op in ("layer_norm", "layer_norm_channels_first"):
+        t["b"] = rnd(N)
+    if op == "fused_add_rms_norm":
+        t["r"] = rnd(M, N)
+    if op == "norm_gated":
+        t["z"] = rnd(M, N)
+    return Case(op, M, N, dtype, group, t)
+
+
+def reference(case: Case) -> torch.Tensor:
+    """The op computed by the seeds' code on float32 copies (a sanity check of every column)."""
+    f = {k: v.float() for k, v in case.t.items()}
+    if case.op == "rms_norm":
+        return seeds.rms_norm(f["x"], f["w"], EPS)
+    if case.op == "fused_add_rms_norm":
+        return seeds.rms_norm(f["x"] + f["r"], f["w"], EPS)
+    if case.op == "layer_norm":
+        return seeds.layer_norm(f["x"], f["w"], f["b"], EPS)
+    if case.op == "layer_norm_channels_first":
+        return seeds.layer_norm_channels_first(f["x"], f["w"], f["b"], EPS)
+    return seeds.norm_gated(f["x"], f["w"], None, f["z"], EPS, case.group or case.N, False, True)
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """||out - ref|| / ||ref|| (NaN when out has a non-finite value)."""
+    o = out.float()
+    if not torch.isfinite(o).all():
+        return float("nan")
+    return float((o - ref).norm() / ref.norm().clamp_min(1e-30))
+
+
+def run_case(case: Case, s: Settings, c: Ceilings, time_fn: Callable) -> list[dict]:
+    """Time every selected implementation on one case; one result row per implementation."""
+    nbytes = case.bytes_moved()
+    copy_us = same_bytes_copy_us(c, nbytes, s, time_fn)
+    ref = reference(case)
+    rows = []
+    for name in s.impls:
+        row = {"op": case.op, "label": case.label, "group": case.group, "M": case.M, "N": case.N,
+               "dtype": str(case.dtype).replace("torch.", ""), "impl": name, "bytes": nbytes,
+               "same_bytes_copy_us": copy_us}
+        factory = IMPLS[case.op].get(name)
+        try:
+            if factory is None:
+                raise Unavailable(f"no {name} implementation of {case.op}")
+            fn = factory(case)
+            row["err"] = rel_err(first_output(fn()), ref)
+            us = time_fn(fn, s.warmup_ms, s.rep_ms)
+        except Unavailable as exc:
+            row["skipped"] = str(exc)
+        except Exception as exc:  # a failing peer is reported, never fatal
+            row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        else:
+            row.update(us=us, gbps=nbytes / us / 1e3, pct_copy=100 * nbytes / us / 1e3 / c.copy_gbps,
+                       decode_bound_us=c.empty_us + nbytes / c.copy_gbps / 1e3)
+        rows.append(row)
+    return rows
+
+
+def run(s: Settings, progress: Optional[Callable[[int], Any]] = None) -> tuple[Ceilings, list[dict]]:
+    """Measure the ceilings, then every case; ``progress(total)`` returns a bar with ``update``."""
+    time_fn = timer(s.device)
+    ceilings = measure_ceilings(s, time_fn)
+    todo = list(cases(s))
+    bar = progress(len(todo)) if progress else None
+    gen = torch.Generator(device=s.device).manual_seed(s.seed)
+    rows: list[dict] = []
+    for op, m, n, g, d in todo:
+        if bar is not None:
+            bar.set_description(f"{op} g={g} {d} {m}x{n}")
+        case = make_case(op, m, n, g, DTYPES[d], s.device, gen)
+        rows += run_case(case, s, ceilings, time_fn)
+        del case
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return ceilings, rows

@@ -1,0 +1,58 @@
+"""The triton backend's registration, availability and supports() (no GPU needed)."""
+import subprocess
+import sys
+
+import torch
+
+import normswitch as ns
+from normswitch.backend import OPS, Call
+from normswitch.kernels.triton import BACKEND
+from normswitch.registry import REGISTRY
+
+_NO_TRITON = """
+import sys
+sys.modules["triton"] = None  # as if not installed: imports of it fail
+from normswitch.kernels.triton import BACKEND
+print(BACKEND.availability("cuda"))
+"""
+
+
+def test_imports_without_triton_and_says_why():
+    out = subprocess.run([sys.executable, "-c", _NO_TRITON], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "triton" in out.stdout and "install" in out.stdout
+
+
+def test_import_does_not_load_the_kernels():
+    code = ("import sys, normswitch.kernels.triton as t; "
+            "assert not any(m.startswith('normswitch.kernels.triton.') for m in sys.modules); "
+            "assert 'triton' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_op_has_an_impl():
+    assert BACKEND.name == "triton" and set(BACKEND.impls) == set(OPS)
+
+
+def test_cpu_needs_the_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert "TRITON_INTERPRET=1" in BACKEND.availability("cpu")
+    assert "no backend for npu" in BACKEND.availability("npu")
+
+
+def test_supports_declines_other_dtypes():
+    call = Call("rms_norm", "cuda", torch.float64, 4096)
+    assert "float64" in BACKEND.supports(call)
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        assert BACKEND.supports(Call("norm_gated", "cuda", dtype, 131072, frozenset({"z"}), 64)) is None
+
+
+def test_cpu_tensor_falls_back_to_native(monkeypatch, caplog):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setenv("NORMSWITCH_BACKEND", "triton")
+    ns.reset()
+    x = torch.randn(3, 8)
+    y = ns.rms_norm(x, torch.ones(8))
+    assert "falls back to 'native'" in caplog.text
+    torch.testing.assert_close(y, ns.rms_norm(x, torch.ones(8), backend="native"))
+    assert REGISTRY.availability("triton", "cpu") is not None
