@@ -1,0 +1,131 @@
+"""CPU benchmark of the native backend: normswitch ops vs the seeds' eager code, F.rms_norm /
+F.layer_norm and torch.compile of the seeds' code; plus the dispatch overhead at M = 1.
+
+    python benchmarks/cpu_native.py [--out benchmarks/results/cpu-native.md] [--reps 30]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+import seeds  # noqa: E402
+
+import normswitch as ns  # noqa: E402
+from normswitch import fallbacks  # noqa: E402
+
+SHAPES = ((1, 1280), (256, 1280), (4096, 1280), (4096, 4096))
+DTYPES = (torch.bfloat16, torch.float32)
+
+
+def median_ms(fn, reps: int) -> float:
+    """Median wall time of ``fn()`` in ms over ``reps`` runs after warm-up."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def cases(m: int, n: int, dtype: torch.dtype):
+    x = torch.randn(m, n).to(dtype)
+    w = torch.randn(n).to(dtype)
+    b = torch.randn(n).to(dtype)
+    rms_c = torch.compile(seeds.deepseek_v2_rms_norm, dynamic=False)
+    ln_c = torch.compile(seeds.layer_norm_fp32, dynamic=False)
+    yield "rms_norm", {
+        "normswitch native": lambda: ns.rms_norm(x, w),
+        "seed eager (DeepseekV2RMSNorm)": lambda: seeds.deepseek_v2_rms_norm(x, w),
+        "F.rms_norm": lambda: F.rms_norm(x, (n,), w, 1e-6),
+        "torch.compile(seed)": lambda: rms_c(x, w),
+    }
+    yield "layer_norm", {
+        "normswitch native": lambda: ns.layer_norm(x, w, b),
+        "seed eager (LayerNormfp32)": lambda: seeds.layer_norm_fp32(x, w, b),
+        "F.layer_norm": lambda: F.layer_norm(x, (n,), w, b, 1e-5),
+        "torch.compile(seed)": lambda: ln_c(x, w, b),
+    }
+
+
+def gated_cases(dtype: torch.dtype):
+    m, n, g = 4096, 4096, 1024
+    x, z = torch.randn(m, n).to(dtype), torch.randn(m, n).to(dtype)
+    w, b = torch.randn(n).to(dtype), torch.randn(n).to(dtype)
+    compiled = torch.compile(seeds.layer_norm_fwd_native, dynamic=False)
+    for rms in (False, True):
+        bias = None if rms else b
+        yield f"norm_gated {'rms' if rms else 'ln'} (4096, 4096, g1024)", {
+            "normswitch native": lambda bias=bias, rms=rms: ns.norm_gated(x, w, bias, z, 1e-6, g, True, rms),
+            "seed eager (_layer_norm_fwd port)": lambda bias=bias, rms=rms: seeds.layer_norm_fwd_native(
+                x, w, bias, 1e-6, z, g, True, rms),
+            "torch.compile(seed)": lambda bias=bias, rms=rms: compiled(x, w, bias, 1e-6, z, g, True, rms),
+        }
+
+
+def overhead_us(reps: int = 20000) -> dict[str, float]:
+    """Per-call time at M = 1 of the public op vs calling the native function directly."""
+    x, w = torch.randn(1, 1280, dtype=torch.bfloat16), torch.randn(1280, dtype=torch.bfloat16)
+    direct = fallbacks.rms_norm.__wrapped__ if hasattr(fallbacks.rms_norm, "__wrapped__") else None
+    fn = fallbacks.BACKEND.impls["rms_norm"]
+
+    def per_call(f) -> float:
+        for _ in range(200):
+            f()
+        best = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(reps // 5):
+                f()
+            best.append((time.perf_counter() - start) / (reps // 5) * 1e6)
+        return min(best)
+    del direct
+    native = per_call(lambda: fn(x, w, 1e-6, 0.0, None))
+    public = per_call(lambda: ns.rms_norm(x, w, 1e-6))
+    traced = per_call(lambda: torch.ops.normswitch.rms_norm(x, w, 1e-6, 0.0, None))
+    return {"native function": native, "normswitch.rms_norm": public, "torch.ops.normswitch.rms_norm": traced,
+            "overhead": public - native}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--reps", type=int, default=30)
+    args = ap.parse_args()
+    lines = [f"# normswitch native backend on CPU, {datetime.date.today()}", "",
+             f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
+             f"torch {torch.__version__}; python {platform.python_version()}. Median of {args.reps} runs, ms.", ""]
+    for dtype in DTYPES:
+        groups = [(f"{op} ({m}, {n})", impls) for m, n in SHAPES for op, impls in cases(m, n, dtype)]
+        groups += list(gated_cases(dtype))
+        for title, impls in groups:
+            times = {name: median_ms(fn, args.reps) for name, fn in impls.items()}
+            ours = times["normswitch native"]
+            seed = next(v for k, v in times.items() if k.startswith("seed"))
+            best = min(v for k, v in times.items() if k != "normswitch native")
+            row = " | ".join(f"{k} {v:.3f}" for k, v in times.items())
+            line = (f"- {str(dtype).split('.')[-1]} {title}: {row} | **vs seed {seed / ours:.2f}x, "
+                    f"vs best alternative {ours / best:.2f}x of its time**")
+            print(line, flush=True)
+            lines.append(line)
+    oh = overhead_us()
+    line = "- dispatch at M=1 (bf16, N=1280), us per call: " + ", ".join(f"{k} {v:.2f}" for k, v in oh.items())
+    print(line)
+    lines.append(line)
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
