@@ -15,11 +15,21 @@ def _strided(t: Tensor) -> bool:
     return t.shape[0] > 1 and t.stride(0) != t.shape[-1]
 
 
+def _table(*names: str) -> dict[tuple[bool, ...], tuple[str, ...]]:
+    """Feature tuples for every combination of flags, so the hot path does one lookup."""
+    table = {}
+    for bits in range(1 << len(names)):
+        flags = tuple(bool(bits >> i & 1) for i in range(len(names)))
+        table[flags] = tuple(sorted(n for n, on in zip(names, flags) if on))
+    return table
+
+
+_RMS_FEATURES = _table("offset", "out", "strided", "weight")
+
+
 def rms_norm(x: Tensor, weight: Optional[Tensor], eps: float, offset: float,
              out: Optional[Tensor], backend: Optional[str]) -> Tensor:
-    feats = tuple(name for name, on in (
-        ("offset", offset != 0.0), ("out", out is not None), ("strided", _strided(x)),
-        ("weight", weight is not None)) if on)
+    feats = _RMS_FEATURES[offset != 0.0, out is not None, _strided(x), weight is not None]
     return REGISTRY.run("rms_norm", x, device_type(x.device), 0, feats, (x, weight, eps, offset, out), backend)
 
 

@@ -56,6 +56,7 @@ class Registry:
         self._plans: dict[tuple, Plan] = {}
         self._broken: dict[Call, set[str]] = {}
         self._reported: set[tuple[str, str, str, str]] = set()
+        self.count_calls = False
 
     # -- backends and config -------------------------------------------------------------
     def backend(self, name: str) -> Backend:
@@ -75,11 +76,13 @@ class Registry:
     def config(self) -> Config:
         if self._config is None:
             self._config = load_config(self.names())
+            self.count_calls = self._config.count_calls
         return self._config
 
     def reset(self, keep_backends: bool = True) -> None:
         """Forget the config, availability, plans and warnings (re-read on next use)."""
         self._config = None
+        self.count_calls = False
         self._availability.clear()
         self._plans.clear()
         self._broken.clear()
@@ -197,7 +200,7 @@ class Registry:
                 self._plans.pop(key, None)
                 metrics.mark_selected(op, device, nxt)
                 continue
-            if self.config.count_calls:
+            if self.count_calls:
                 metrics.CALLS.labels(op, device, name).inc()
             return result
         raise AssertionError("unreachable: a plan always has a candidate")
