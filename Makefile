@@ -5,6 +5,7 @@ PY := .venv/bin/python
 .PHONY: setup test demo
 setup:
 	SETUP_VLLM=1 bash scripts/setup.sh
+	bash scripts/install_sglang.sh
 
 test: setup
 	$(PY) -m pytest tests
