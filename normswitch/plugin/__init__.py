@@ -1,0 +1,1 @@
+"""Integrations of normswitch into serving engines: vLLM (``vllm``) and SGLang (``sglang``)."""

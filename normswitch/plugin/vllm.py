@@ -1,0 +1,87 @@
+"""The normswitch vLLM plugin (entry point ``vllm.general_plugins``: ``normswitch``).
+
+vLLM calls :func:`register` in every process it starts (front end, engine core, workers). It:
+
+- routes vLLM's ``RMSNorm`` (with and without residual), ``GemmaRMSNorm``, ``RMSNormGated`` and
+  ``LayerNorm`` CustomOps through normswitch (``vllm_layers``);
+- registers normswitch as the first provider of the IR ops ``rms_norm`` and
+  ``fused_add_rms_norm`` where ``vllm.ir`` exists (``vllm_ir``);
+- registers a ``DeepseekOCRForCausalLM`` whose SAM and CLIP norms are normswitch modules
+  (``vllm_deepseek_ocr``);
+- brings the engine processes' ``normswitch_*`` metrics onto the server's ``/metrics``
+  (``vllm_metrics``).
+
+Each hook is independent: one that this vLLM version cannot take is logged once, with the
+reason, and skipped; :func:`register` never raises, so vLLM always starts. Exclude the plugin
+with ``VLLM_PLUGINS`` (a list of the plugins to load that does not name ``normswitch``).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+# A child of vLLM's "vllm" logger, so messages use vLLM's handlers and format.
+logger = logging.getLogger("vllm.plugins.normswitch")
+_results: dict[str, str] = {}
+
+
+def _layers() -> str:
+    from .vllm_layers import REPLACEMENTS, register_layers
+
+    skipped = register_layers()
+    for name, reason in skipped.items():
+        logger.warning("normswitch: vLLM %s not routed through normswitch: %s", name, reason)
+    served = [name for name in REPLACEMENTS if name not in skipped]
+    return "served: " + ", ".join(served)
+
+
+def _ir() -> str:
+    try:
+        import vllm.ir  # noqa: F401
+    except ImportError as exc:
+        return f"skipped: this vLLM has no vllm.ir ({exc})"
+    from .vllm_ir import IR_OPS, register_ir_providers
+
+    register_ir_providers()
+    return "provider 'normswitch' first for " + ", ".join(IR_OPS)
+
+
+def _deepseek_ocr() -> str:
+    from vllm import ModelRegistry
+
+    from .vllm_deepseek_ocr import ARCHITECTURE
+
+    target = "normswitch.plugin.vllm_deepseek_ocr:NormswitchDeepseekOCRForCausalLM"
+    if ARCHITECTURE not in ModelRegistry.get_supported_archs():
+        return f"skipped: this vLLM has no {ARCHITECTURE}"
+    ModelRegistry.register_model(ARCHITECTURE, target)
+    return f"{ARCHITECTURE} -> {target}"
+
+
+def _metrics() -> str:
+    from .vllm_metrics import install_metrics_bridge
+
+    return install_metrics_bridge()
+
+
+HOOKS: dict[str, Callable[[], str]] = {
+    "layers": _layers,
+    "ir": _ir,
+    "deepseek_ocr": _deepseek_ocr,
+    "metrics": _metrics,
+}
+
+
+def register() -> dict[str, str]:
+    """Install every hook that this vLLM supports; returns ``{hook: outcome}``. Never raises."""
+    for name, hook in HOOKS.items():
+        if name in _results:
+            continue
+        try:
+            _results[name] = hook()
+        except Exception as exc:  # the plugin must never stop vLLM from starting
+            _results[name] = f"failed: {type(exc).__name__}: {exc}"
+            logger.warning("normswitch: vLLM hook %r not installed (vLLM runs unmodified there): %s",
+                           name, _results[name])
+    logger.info("normswitch vLLM plugin: %s", _results)
+    return dict(_results)
