@@ -36,11 +36,15 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
                    help="dtypes timed at a few shapes besides bfloat16 ('' for none)")
     p.add_argument("--quick", action="store_true", help="a small grid (smoke test)")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke test only)")
-    p.add_argument("--warmup", type=float, default=5.0, help="do_bench warm-up, ms")
-    p.add_argument("--rep", type=float, default=20.0, help="do_bench repetition time, ms")
+    p.add_argument("--warmup", type=float, default=25.0,
+                   help="do_bench warm-up, ms (long enough for the clocks to rise)")
+    p.add_argument("--rep", type=float, default=10.0, help="do_bench repetition time, ms")
+    p.add_argument("--no-graphs", action="store_true",
+                   help="time eager calls only (default: also CUDA-graph replays, used for us)")
     p.add_argument("--json", help="write every row and the target check to this file")
     p.add_argument("--markdown", help="write the table as Markdown (benchmarks/results/)")
     p.add_argument("--plot", help="draw GB/s against N per op to this PNG")
+    p.add_argument("--stream", help="append each measured row to this JSON-lines file at once")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -86,7 +90,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     s = Settings(ops=ops, impls=impls, m_grid=_ints(a.M), n_grid=_ints(a.N),
                  extra_dtypes=tuple(d for d in a.extra_dtypes.split(",") if d),
-                 warmup_ms=a.warmup, rep_ms=a.rep, device=a.device)
+                 warmup_ms=a.warmup, rep_ms=a.rep, device=a.device, graphs=not a.no_graphs,
+                 stream=a.stream)
     if a.quick:
         s.m_grid, s.n_grid, s.extra_shapes = (1, 256), (128, 1280), ((256, 1280),)
     meta = environment(a.device)
@@ -94,7 +99,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     summary = report.targets(rows, ceilings)
     shown = [i for i in impls if any(r["impl"] == i and "us" in r for r in rows)]
     print(f"{meta['device']}  {meta['date']}  torch {meta['torch']}  triton {meta['triton']}")
-    print("us per call (% of copy bandwidth); median of do_bench")
+    print("us per call (% of copy bandwidth); median of do_bench over CUDA-graph replays "
+          "(L2 flushed); last column: our eager call")
     print(report.table(rows, shown))
     print(report.summary_text(summary))
     if a.json:
@@ -113,7 +119,9 @@ def markdown_doc(meta: dict, ceilings: Any, rows: list[dict], impls: list[str],
     env = ", ".join(f"{k} {v}" for k, v in meta.items())
     return (f"# normswitch benchmark\n\n{env}\n\n"
             f"Copy bandwidth {ceilings.copy_gbps:.0f} GB/s (1 GiB device-to-device copy, read + "
-            f"write); empty Triton launch {ceilings.empty_us:.2f} us. Cells: median us per call "
-            f"(do_bench, L2 flushed) and, in parentheses, the op's fewest bytes over that time as "
-            f"% of the copy bandwidth.\n\n{report.table(rows, impls, markdown=True)}\n\n"
+            f"write); empty Triton kernel {ceilings.empty_us:.2f} us as a CUDA-graph replay "
+            f"({ceilings.empty_eager_us:.2f} us eager). Cells: median us per call (do_bench of a "
+            f"CUDA-graph replay of the call, L2 flushed before each) and, in parentheses, the op's "
+            f"fewest bytes over that time as % of the copy bandwidth. Last column: our eager call "
+            f"(do_bench of the Python call: host overhead shows where it exceeds the L2 flush).\n\n{report.table(rows, impls, markdown=True)}\n\n"
             f"## Targets\n\n```\n{report.summary_text(summary, limit=1000)}\n```\n")

@@ -1,6 +1,7 @@
 """Build the benchmark grid, measure the device's ceilings, and time every implementation."""
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -29,10 +30,13 @@ class Settings:
     n_grid: tuple[int, ...] = N_GRID
     extra_dtypes: tuple[str, ...] = EXTRA_DTYPES
     extra_shapes: tuple[tuple[int, int], ...] = EXTRA_SHAPES
-    warmup_ms: float = 5.0
-    rep_ms: float = 20.0
+    warmup_ms: float = 25.0
+    rep_ms: float = 10.0
     device: str = "cuda"
     seed: int = 0
+    graphs: bool = True
+    stream: Optional[str] = None
+    """A JSON-lines file that receives each row as soon as it is measured."""
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Ceilings:
 
     copy_gbps: float
     empty_us: float
+    empty_eager_us: float = 0.0
     copy_us: dict[int, float] = field(default_factory=dict)
 
 
@@ -79,14 +84,19 @@ def _empty_launch(device: str) -> Callable[[], Any]:
 
 
 def measure_ceilings(s: Settings, time_fn: Callable) -> Ceilings:
-    """Copy bandwidth on a 1 GiB (CPU: 64 MiB) copy, and the empty-kernel launch time."""
+    """Copy bandwidth on a 1 GiB (CPU: 64 MiB) copy, and an empty Triton kernel's time (as a
+    CUDA-graph replay when timing graphs, like the ops; eager too)."""
     nbytes = (1 << 30) if s.device != "cpu" else (1 << 26)
     src = torch.randn(nbytes // 2, device=s.device).to(torch.bfloat16)
     dst = torch.empty_like(src)
     us = time_fn(lambda: dst.copy_(src), s.warmup_ms, s.rep_ms)
     del src, dst
-    empty = time_fn(_empty_launch(s.device), s.warmup_ms, s.rep_ms)
-    return Ceilings(copy_gbps=2 * nbytes / us / 1e3, empty_us=empty)
+    launch = _empty_launch(s.device)
+    launch()
+    eager = time_fn(launch, s.warmup_ms, s.rep_ms)
+    graphed = s.graphs and s.device != "cpu"
+    empty = time_fn(capture(launch), s.warmup_ms, s.rep_ms) if graphed else eager
+    return Ceilings(copy_gbps=2 * nbytes / us / 1e3, empty_us=empty, empty_eager_us=eager)
 
 
 def same_bytes_copy_us(c: Ceilings, nbytes: int, s: Settings, time_fn: Callable) -> float:
@@ -151,6 +161,30 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((o - ref).norm() / ref.norm().clamp_min(1e-30))
 
 
+def capture(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` captured once in a CUDA graph; returns its replay (the graph lives in the closure)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def time_impl(fn: Callable[[], Any], s: Settings, time_fn: Callable) -> dict[str, Any]:
+    """Eager time (host overhead included where it exceeds the L2 flush) and, on GPUs, the time
+    of a CUDA-graph replay of the same call (device time, as engines run it); ``us`` is the latter."""
+    out: dict[str, Any] = {"eager_us": time_fn(fn, s.warmup_ms, s.rep_ms), "timing": "eager"}
+    out["us"] = out["eager_us"]
+    if s.graphs and s.device != "cpu":
+        try:
+            replay = capture(fn)
+        except Exception as exc:  # not capturable: keep the eager time, say why
+            out["graph_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        else:
+            out.update(us=time_fn(replay, s.warmup_ms, s.rep_ms), timing="graph")
+            del replay
+    return out
+
+
 def run_case(case: Case, s: Settings, c: Ceilings, time_fn: Callable) -> list[dict]:
     """Time every selected implementation on one case; one result row per implementation."""
     nbytes = case.bytes_moved()
@@ -167,7 +201,8 @@ def run_case(case: Case, s: Settings, c: Ceilings, time_fn: Callable) -> list[di
                 raise Unavailable(f"no {name} implementation of {case.op}")
             fn = factory(case)
             row["err"] = rel_err(first_output(fn()), ref)
-            us = time_fn(fn, s.warmup_ms, s.rep_ms)
+            row.update(time_impl(fn, s, time_fn))
+            us = row["us"]
         except Unavailable as exc:
             row["skipped"] = str(exc)
         except Exception as exc:  # a failing peer is reported, never fatal
@@ -191,7 +226,11 @@ def run(s: Settings, progress: Optional[Callable[[int], Any]] = None) -> tuple[C
         if bar is not None:
             bar.set_description(f"{op} g={g} {d} {m}x{n}")
         case = make_case(op, m, n, g, DTYPES[d], s.device, gen)
-        rows += run_case(case, s, ceilings, time_fn)
+        new = run_case(case, s, ceilings, time_fn)
+        rows += new
+        if s.stream:
+            with open(s.stream, "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in new)
         del case
         if bar is not None:
             bar.update(1)

@@ -54,13 +54,17 @@ def launch_rownorm(
     weight_offset: float = 0.0,
     mean: Optional[torch.Tensor] = None,
     rstd: Optional[torch.Tensor] = None,
+    config: Optional[tuple[bool, int, int, int]] = None,
 ) -> None:
-    """Normalize each of the ``n_groups`` groups of every row of ``x`` (M, N) into ``y``."""
+    """Normalize each of the ``n_groups`` groups of every row of ``x`` (M, N) into ``y``.
+
+    ``config`` overrides :func:`row_config` (``(looped, BLOCK_M, BLOCK_N, num_warps)``, for tuning).
+    """
     M, N = x.shape
     if M == 0 or N == 0:
         return
     G = N // n_groups
-    looped, block_m, block_n, num_warps = row_config(G, MAX_FUSED_N, LOOP_BLOCK_N)
+    looped, block_m, block_n, num_warps = config or row_config(G, MAX_FUSED_N, LOOP_BLOCK_N)
     kernel = _rownorm_looped_kernel if looped else _rownorm_fused_kernel
     rows = M * n_groups
     grid = (triton.cdiv(rows, block_m),)
