@@ -46,9 +46,8 @@ def engine_env(**overrides: Optional[str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_CLEARED)}
     env.update({
         "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_ALLOW_INSECURE_SERIALIZATION": "1",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         "NORMSWITCH_COUNT_CALLS": "1",
-        "NORMSWITCH_VLLM_METRICS_INTERVAL": "0.2",
         "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", str(os.cpu_count() or 1)),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
     })

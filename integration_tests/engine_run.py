@@ -2,19 +2,29 @@
 
 One process per engine configuration, because vLLM and normswitch read their environment at
 start. Usage: ``python -m integration_tests.engine_run --model DIR --kind text|image --out FILE``.
+The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, executor ``uni``), so
+``apply_model`` and the ``normswitch_*`` samples are read directly; the OpenAI-server test covers
+the multiprocess engine and the plugin's metrics bridge.
+
+vLLM's dummy weights are uniform in +-1e-3, which makes every logit ~1e-5 and every logprob
+-ln(vocab): useless for comparing backends. :func:`meaningful_dummy_weights` re-draws the language
+model's weights (seeded, before vLLM packs them): norm weights ``1 + U(-0.1, 0.1)``, all others
+``U(-0.1, 0.1)``, so logits spread by about one nat and norm differences show in the logprobs.
+
 The JSON holds start and generation times, the token ids and text, the prompt tokens' logprobs,
-the first sampled position's top logprobs, the norm modules of the model (by ``apply_model``,
-which is why ``VLLM_ALLOW_INSECURE_SERIALIZATION=1`` is set) and the ``normswitch_*`` samples
-before and after generation (read from this process's registry, which the plugin's metrics
-bridge fills from the engine processes).
+the first sampled position's top logprobs, the model's norm modules and the ``normswitch_*``
+samples before and after generation.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
-from typing import Optional
+from typing import Iterator, Optional
+
+import torch
 
 from integration_tests.model_probe import norm_modules
 
@@ -36,17 +46,29 @@ def _samples() -> dict[str, float]:
     return out
 
 
-def settled_samples(timeout: float = 15.0) -> dict[str, float]:
-    """The normswitch samples once two reads 1 s apart agree (children flush every 0.2-0.5 s)."""
-    deadline = time.monotonic() + timeout
-    last = _samples()
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        now = _samples()
-        if now == last:
-            return now
-        last = now
-    return last
+@contextlib.contextmanager
+def meaningful_dummy_weights(scale: float = 0.1, seed: int = 0) -> Iterator[None]:
+    """While active, vLLM's dummy loader gives the language model weights of a useful scale."""
+    from vllm.model_executor.model_loader.dummy_loader import DummyModelLoader
+
+    original = DummyModelLoader.load_weights
+
+    def load_weights(self, model, model_config) -> None:
+        original(self, model, model_config)
+        language_model = getattr(model, "language_model", model)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for module_name, module in sorted(language_model.named_modules()):
+                is_norm = "Norm" in type(module).__name__
+                for _, p in sorted(module.named_parameters(recurse=False)):
+                    u = (torch.rand(p.shape, generator=gen) * 2 - 1) * scale
+                    p.copy_((1.0 + u) if is_norm else u)
+
+    DummyModelLoader.load_weights = load_weights
+    try:
+        yield
+    finally:
+        DummyModelLoader.load_weights = original
 
 
 def _prompt(kind: str) -> dict:
@@ -62,26 +84,28 @@ def run(model: str, kind: str, dtype: str, max_tokens: int) -> dict:
     from vllm import LLM, SamplingParams
 
     t0 = time.monotonic()
-    llm = LLM(
-        model=model,
-        load_format="dummy",
-        dtype=dtype,
-        enforce_eager=True,
-        max_model_len=1024,
-        max_num_seqs=2,
-        limit_mm_per_prompt={"image": 1},
-        seed=0,
-    )
+    with meaningful_dummy_weights():
+        llm = LLM(
+            model=model,
+            load_format="dummy",
+            dtype=dtype,
+            enforce_eager=True,
+            max_model_len=1024,
+            max_num_seqs=2,
+            limit_mm_per_prompt={"image": 1},
+            distributed_executor_backend="uni",
+            seed=0,
+        )
     start_s = time.monotonic() - t0
     modules = llm.apply_model(norm_modules)[0]
-    before = settled_samples()
+    before = _samples()
     params = SamplingParams(
         max_tokens=max_tokens, temperature=0.0, logprobs=5, prompt_logprobs=1, ignore_eos=True
     )
     t1 = time.monotonic()
     out = llm.generate([_prompt(kind)], params, use_tqdm=False)[0]
     generate_s = time.monotonic() - t1
-    after = settled_samples()
+    after = _samples()
     completion = out.outputs[0]
     prompt_lp: list[Optional[float]] = [
         None if lp is None else lp[tok].logprob

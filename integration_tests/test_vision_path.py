@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from normswitch.demo import vision_dtype
+
 from .conftest import delta, engine_env, run_engine
 
 pytestmark = pytest.mark.slow
@@ -13,8 +15,15 @@ def _of(modules: dict[str, str], *prefixes: str) -> dict[str, str]:
     return {k: v for k, v in modules.items() if k.startswith(prefixes)}
 
 
-def test_image_prompt_every_norm_served_by_normswitch(checkpoint, tmp_path):
-    result = run_engine(checkpoint, "image", tmp_path, engine_env(), max_tokens=MAX_TOKENS, name="vision")
+# The machine's fast dtype for the full-size towers, and bf16 (the LayerNormFP32 case: bf16 in,
+# float32 math) where that is not already it.
+DTYPES = sorted({vision_dtype(), "bfloat16"})
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_image_prompt_every_norm_served_by_normswitch(dtype, checkpoint, tmp_path):
+    result = run_engine(checkpoint, "image", tmp_path, engine_env(), dtype=dtype,
+                        max_tokens=MAX_TOKENS, name=f"vision-{dtype}")
     assert len(result["token_ids"]) == MAX_TOKENS
 
     vision = _of(result["modules"], "sam_model.", "vision_model.")
