@@ -1,6 +1,7 @@
 #!/bin/bash
-# One device call: `bash benchmarks/gpu_run.sh check` (GPU tests, e2e, config sweep, quick bench)
-# or `bash benchmarks/gpu_run.sh bench` (the full benchmark). Writes logs and results under $OUT.
+# One device call: `bash benchmarks/gpu_run.sh check` (GPU tests, e2e, config sweep, quick bench),
+# `bench` (the full benchmark) or `all` (tests and e2e, full benchmark, then the config sweep).
+# Writes logs and results under $OUT.
 set -o pipefail
 mode=${1:-check}
 OUT=${OUT:-/tmp/out}
@@ -11,11 +12,13 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,memory.total --format=csv | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,memory.total --format=csv
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-if [ "$mode" = check ]; then
+if [ "$mode" != bench ]; then
     timeout 330 python3 -m pytest -q -p no:cacheprovider -m gpu tests/triton tests/gpu_e2e 2>&1 \
         | tee "$OUT/gpu_tests.log" | tail -30
+fi
+if [ "$mode" = check ]; then
     timeout 120 python3 benchmarks/sweep_configs.py --json "$OUT/sweep.json" 2>&1 | tee "$OUT/sweep.log"
     timeout 90 python3 benchmarks/bench_norms.py --quick --no-progress --warmup 1 --rep 3 \
         --impls triton,native,torch,compile,liger,fla 2>&1 | tee "$OUT/quick_bench.log" | tail -40
@@ -24,5 +27,9 @@ else
         --warmup ${WARMUP:-25} --rep ${REP:-10} --stream "$OUT/rows.jsonl" \
         --ops "${OPS:-rms_norm,fused_add_rms_norm,layer_norm,layer_norm_channels_first,norm_gated}" \
         --impls "${IMPLS:-triton,native,torch,compile,liger,fla}" --json "$OUT/bench.json" \
-        --markdown "$OUT/bench.md" --plot "$OUT/bench.png" 2>&1 | tee "$OUT/bench.log" | tail -60
+        --markdown "$OUT/bench.md" --plot "$OUT/bench.png" 2>&1 | tee "$OUT/bench.log" | tail -${TAIL:-60}
+fi
+if [ "$mode" = all ]; then
+    timeout ${SWEEP_TIMEOUT:-100} python3 benchmarks/sweep_configs.py --N 1024,1280,4096,8192 \
+        --json "$OUT/sweep.json" 2>&1 | tee "$OUT/sweep.log"
 fi

@@ -1,6 +1,7 @@
 """Time the row-norm kernels' launch configurations (BLOCK_M, num_warps) per row length.
 
-Prints, per (variant, M, N), the default configuration's time and the best one found, so the
+Times CUDA-graph replays (do_bench, L2 flushed). Prints, per (variant, M, N), the default
+configuration's time and the best one found, so the
 heuristic in ``normswitch/kernels/triton/launch.py:row_config`` can be checked against data.
 Usage: ``python benchmarks/sweep_configs.py [--json FILE]`` on a CUDA GPU.
 """
@@ -19,6 +20,7 @@ VARIANTS = {
     "rms_norm": dict(is_rms=True, round_xhat=True),
     "gated_rms_z": dict(is_rms=True, gate_first=True),
     "layer_norm": dict(is_rms=False),
+    "gated_g1024": dict(is_rms=True, gate_first=True, group=1024),
 }
 
 
@@ -37,24 +39,33 @@ def configs(n: int):
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--json")
-    p.add_argument("--M", default="1,64,4096,32768")
+    p.add_argument("--M", default="4096,32768")
     p.add_argument("--N", default="128,1024,1280,4096,7168,8192")
     a = p.parse_args()
     rows = []
-    for name, kw in VARIANTS.items():
+    for name, variant in VARIANTS.items():
         for n in map(int, a.N.split(",")):
+            kw = dict(variant)
+            group = kw.pop("group", n)
+            if n % group or group > n:
+                continue
             for m in map(int, a.M.split(",")):
                 x = torch.randn(m, n, device="cuda", dtype=torch.bfloat16)
                 w = torch.randn(n, device="cuda", dtype=torch.bfloat16)
                 y = torch.empty_like(x)
                 extra = {"z": torch.randn_like(x)} if "gate_first" in kw else {}
                 nbytes = (3 if extra else 2) * x.numel() * 2
-                default = launch.row_config(n, launch.MAX_FUSED_N, launch.LOOP_BLOCK_N)
+                default = launch.row_config(group, launch.MAX_FUSED_N, launch.LOOP_BLOCK_N)
                 res = {}
-                for cfg in {default, *configs(n)}:
+                for cfg in {default, *configs(group)}:
                     def fn(cfg=cfg):
-                        launch.launch_rownorm(x, y, weight=w, eps=1e-6, config=cfg, **kw, **extra)
-                    res[cfg] = 1e3 * do_bench(fn, warmup=2, rep=6, return_mode="median")
+                        launch.launch_rownorm(x, y, weight=w, eps=1e-6, config=cfg,
+                                              n_groups=n // group, **kw, **extra)
+                    graph = torch.cuda.CUDAGraph()
+                    fn()
+                    with torch.cuda.graph(graph):
+                        fn()
+                    res[cfg] = 1e3 * do_bench(graph.replay, warmup=10, rep=6, return_mode="median")
                 best = min(res, key=res.get)
                 row = dict(variant=name, M=m, N=n, default=list(default), default_us=res[default],
                            best=list(best), best_us=res[best], default_gbps=nbytes / res[default] / 1e3,

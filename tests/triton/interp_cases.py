@@ -28,6 +28,7 @@ def path(request, monkeypatch):
         monkeypatch.setattr(launch, "MAX_FUSED_N", 32)
         monkeypatch.setattr(launch, "LOOP_BLOCK_N", 16)
         monkeypatch.setattr(channels_first, "MAX_TILE", 64)
+        monkeypatch.setattr(channels_first, "CHUNK_TILE", 32)
     return request.param
 
 

@@ -26,19 +26,24 @@ def _silu(z):
 
 
 @triton.jit
-def _affine(xhat, W, B, w_off, w_offset, cols, cmask, Y_TY: tl.constexpr, HAS_W: tl.constexpr,
-            HAS_B: tl.constexpr, ROUND_XHAT: tl.constexpr):
-    """``round?(xhat) * (w + w_offset) + b``; ``w_off``/``cols`` broadcast to xhat's shape."""
+def _finish(xhat, w, b, Y_TY: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+            ROUND_XHAT: tl.constexpr):
+    """``round?(xhat) * w + b`` with ``w`` (offset included) and ``b`` already in float32."""
     if ROUND_XHAT:
         xhat = xhat.to(Y_TY).to(tl.float32)
-    y = xhat
     if HAS_W:
-        w = tl.load(W + w_off + cols, mask=cmask, other=0.0, eviction_policy="evict_last")
-        y = y * (w.to(tl.float32) + w_offset)
+        xhat = xhat * w
     if HAS_B:
-        b = tl.load(B + w_off + cols, mask=cmask, other=0.0, eviction_policy="evict_last")
-        y = y + b.to(tl.float32)
-    return y
+        xhat = xhat + b
+    return xhat
+
+
+@triton.jit
+def _param(P, off, mask, HAS: tl.constexpr, shift):
+    """``P[off] + shift`` as float32 (0 where masked); a placeholder 0.0 when ``HAS`` is False."""
+    if HAS:
+        return tl.load(P + off, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32) + shift
+    return 0.0
 
 
 @triton.jit(do_not_specialize=["M", "n_groups"])
@@ -64,6 +69,13 @@ def _rownorm_fused_kernel(
     cmask = cols < G
     mask = rmask[:, None] & cmask[None, :]
     c_off = (g * G)[:, None] + cols[None, :]
+    # Parameters first: their loads overlap the row's instead of following the reduction.
+    if GROUPED:
+        w = _param(W, c_off, mask, HAS_W, w_offset)
+        b = _param(B, c_off, mask, HAS_B, 0.0)
+    else:
+        w = _param(W, cols[None, :], cmask[None, :], HAS_W, w_offset)
+        b = _param(B, cols[None, :], cmask[None, :], HAS_B, 0.0)
     x = tl.load(X + m[:, None] * sx + c_off, mask=mask, other=0.0,
                 eviction_policy="evict_first").to(tl.float32)
     if HAS_RES:
@@ -84,14 +96,7 @@ def _rownorm_fused_kernel(
         xc = tl.where(mask, x - mean[:, None], 0.0)
         var = tl.sum(xc * xc, axis=1) / G
     rstd = tl.rsqrt(var + eps)
-    if GROUPED:
-        w_off = (g * G)[:, None]
-        wmask = mask
-    else:
-        w_off = 0
-        wmask = cmask[None, :]
-    y = _affine(xc * rstd[:, None], W, B, w_off, w_offset, cols[None, :], wmask,
-                Y.dtype.element_ty, HAS_W, HAS_B, ROUND_XHAT)
+    y = _finish(xc * rstd[:, None], w, b, Y.dtype.element_ty, HAS_W, HAS_B, ROUND_XHAT)
     if HAS_Z:
         if not GATE_FIRST:
             y = y * _silu(z)
@@ -173,6 +178,8 @@ def _rownorm_looped_kernel(
     for start in range(0, G, BLOCK_N):
         idx = start + cols
         cmask = idx < G
+        w = _param(W, c0 + idx, cmask, HAS_W, w_offset)
+        b = _param(B, c0 + idx, cmask, HAS_B, 0.0)
         if HAS_RES:
             x = tl.load(RO + ro_row + idx, mask=cmask, other=0.0).to(tl.float32)
             if HAS_Z:
@@ -182,8 +189,7 @@ def _rownorm_looped_kernel(
         else:
             x = _load_source(X, R, RO, Z, x_row, r_row, ro_row, z_row, idx, cmask,
                              False, False, HAS_Z, GATE_FIRST)
-        y = _affine((x - mean) * rstd, W, B, c0, w_offset, idx, cmask,
-                    Y.dtype.element_ty, HAS_W, HAS_B, ROUND_XHAT)
+        y = _finish((x - mean) * rstd, w, b, Y.dtype.element_ty, HAS_W, HAS_B, ROUND_XHAT)
         if HAS_Z:
             if not GATE_FIRST:
                 z = tl.load(Z + z_row + idx, mask=cmask, other=0.0).to(tl.float32)
