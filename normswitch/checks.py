@@ -8,10 +8,13 @@ import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _PARAM_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
 def tensor(name: str, t: object, min_dim: int = 1) -> torch.Tensor:
     """``t`` must be a float16/bfloat16/float32 tensor with at least ``min_dim`` dims."""
+    if type(t) is torch.Tensor and t.dtype in FLOAT_DTYPES and t.dim() >= min_dim and t.size(-1):
+        return t
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in FLOAT_DTYPES:
@@ -27,6 +30,9 @@ def param(name: str, p: Optional[object], n: int, x: torch.Tensor) -> Optional[t
     """An optional 1-D ``(n,)`` float parameter on ``x``'s device, made contiguous."""
     if p is None:
         return None
+    if type(p) in _TENSOR_TYPES and p.dtype in _PARAM_DTYPES and p.shape == (n,) \
+            and p.is_contiguous() and p.device == x.device:
+        return p
     if not isinstance(p, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor or None, got {type(p).__name__}")
     if p.dtype not in _PARAM_DTYPES:
@@ -57,6 +63,8 @@ def like(name: str, t: Optional[object], x: torch.Tensor, dtype: Optional[torch.
 
 def eps(value: object) -> float:
     """``eps`` must be a finite, non-negative real number."""
+    if type(value) is float and 0.0 <= value < math.inf:
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"eps: expected a float, got {type(value).__name__}")
     if not math.isfinite(value) or value < 0:
@@ -65,6 +73,9 @@ def eps(value: object) -> float:
 
 
 def number(name: str, value: object) -> float:
+    """A finite real number."""
+    if type(value) is float and -math.inf < value < math.inf:
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise TypeError(f"{name}: expected a finite float, got {value!r}")
     return float(value)
@@ -83,5 +94,7 @@ def group_size(value: object, n: int) -> int:
 
 def rows(t: torch.Tensor) -> torch.Tensor:
     """A 2-D ``(M, N)`` view (or copy when no view exists) with unit stride along N."""
+    if t.dim() == 2 and t.stride(1) == 1:
+        return t
     r = t if t.dim() == 2 else t.reshape(-1, t.shape[-1])
     return r if r.stride(-1) == 1 or r.shape[-1] == 1 else r.contiguous()

@@ -5,14 +5,15 @@ from typing import Optional
 
 import torch
 
-from .platform import device_type
+from .platform import tensor_device_type
 from .registry import REGISTRY
 
 Tensor = torch.Tensor
 
 
 def _strided(t: Tensor) -> bool:
-    return t.shape[0] > 1 and t.stride(0) != t.shape[-1]
+    m, n = t.shape
+    return m > 1 and t.stride(0) != n
 
 
 def _table(*names: str) -> dict[tuple[bool, ...], tuple[str, ...]]:
@@ -29,8 +30,9 @@ _RMS_FEATURES = _table("offset", "out", "strided", "weight")
 
 def rms_norm(x: Tensor, weight: Optional[Tensor], eps: float, offset: float,
              out: Optional[Tensor], backend: Optional[str]) -> Tensor:
-    feats = _RMS_FEATURES[offset != 0.0, out is not None, _strided(x), weight is not None]
-    return REGISTRY.run("rms_norm", x, device_type(x.device), 0, feats, (x, weight, eps, offset, out), backend)
+    m, n = x.shape
+    feats = _RMS_FEATURES[offset != 0.0, out is not None, m > 1 and x.stride(0) != n, weight is not None]
+    return REGISTRY.run("rms_norm", x, tensor_device_type(x), 0, feats, (x, weight, eps, offset, out), backend)
 
 
 def fused_add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float, offset: float,
@@ -38,7 +40,7 @@ def fused_add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float, 
     feats = tuple(name for name, on in (
         ("inplace", inplace), ("offset", offset != 0.0),
         ("strided", _strided(x) or _strided(residual)), ("weight", True)) if on)
-    return REGISTRY.run("fused_add_rms_norm", x, device_type(x.device), 0, feats,
+    return REGISTRY.run("fused_add_rms_norm", x, tensor_device_type(x), 0, feats,
                         (x, residual, weight, eps, offset, inplace), backend)
 
 
@@ -47,12 +49,12 @@ def layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps:
     feats = tuple(name for name, on in (
         ("bias", bias is not None), ("out", out is not None), ("strided", _strided(x)),
         ("weight", weight is not None)) if on)
-    return REGISTRY.run("layer_norm", x, device_type(x.device), 0, feats, (x, weight, bias, eps, out), backend)
+    return REGISTRY.run("layer_norm", x, tensor_device_type(x), 0, feats, (x, weight, bias, eps, out), backend)
 
 
 def layer_norm_channels_first(x: Tensor, weight: Tensor, bias: Tensor, eps: float,
                               backend: Optional[str]) -> Tensor:
-    return REGISTRY.run("layer_norm_channels_first", x, device_type(x.device), 0, ("bias", "weight"),
+    return REGISTRY.run("layer_norm_channels_first", x, tensor_device_type(x), 0, ("bias", "weight"),
                         (x, weight, bias, eps), backend)
 
 
@@ -64,5 +66,5 @@ def norm_gated(x: Tensor, weight: Tensor, bias: Optional[Tensor], z: Optional[Te
         ("grouped", group_size != x.shape[-1]), ("out", out is not None), ("rms", is_rms_norm),
         ("strided", _strided(x) or (z is not None and _strided(z))), ("weight", True),
         ("z", z is not None)) if on)
-    return REGISTRY.run("norm_gated", x, device_type(x.device), group_size, feats,
+    return REGISTRY.run("norm_gated", x, tensor_device_type(x), group_size, feats,
                         (x, weight, bias, z, eps, group_size, norm_before_gate, is_rms_norm, out), backend)

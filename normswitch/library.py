@@ -30,8 +30,8 @@ LIB.define(
 def traced(x: torch.Tensor) -> bool:
     """True when the call is being traced and must appear as a custom op in the graph."""
     return (
-        torch.compiler.is_compiling()
-        or type(x) is not torch.Tensor
+        type(x) is not torch.Tensor
+        or torch.compiler.is_compiling()
         or _get_current_dispatch_mode() is not None
     )
 

@@ -28,6 +28,8 @@ def _out_rows(out: Tensor) -> Optional[Tensor]:
 
 def _finish(y: Tensor, x: Tensor, out: Optional[Tensor], written: bool) -> Tensor:
     if out is None:
+        if x.dim() == 2:
+            return y
         return y.view(x.shape) if y.is_contiguous() else y.reshape(x.shape)
     if not written:
         out.copy_(y.view(x.shape) if y.is_contiguous() else y.reshape(x.shape))
@@ -49,11 +51,11 @@ def rms_norm(
     shape and dtype (written into ``out`` when given). ``weight_offset=1.0`` is Gemma's RMSNorm.
     """
     checks.tensor("x", x)
-    n = x.shape[-1]
-    weight = checks.param("weight", weight, n, x)
+    weight = checks.param("weight", weight, x.shape[-1], x)
     eps = checks.eps(eps)
     weight_offset = checks.number("weight_offset", weight_offset)
-    out = checks.like("out", out, x, x.dtype)
+    if out is not None:
+        checks.like("out", out, x, x.dtype)
     if x.numel() == 0:
         return torch.empty_like(x) if out is None else out
     x2 = checks.rows(x)

@@ -17,6 +17,11 @@ def device_type(device: torch.device) -> str:
     return kind
 
 
+def tensor_device_type(t: torch.Tensor) -> str:
+    """``device_type`` of a tensor's device, with a fast path for CPU tensors."""
+    return "cpu" if t.is_cpu else device_type(t.device)
+
+
 def _accelerator_available(name: str) -> bool:
     module = getattr(torch, name, None)
     is_available = getattr(module, "is_available", None)

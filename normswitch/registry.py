@@ -183,11 +183,18 @@ class Registry:
 
         ``features`` is a sorted tuple of names from ``normswitch.backend.FEATURES``.
         """
-        key = (op, device, x.dtype, x.shape[-1], group_size, features, forced)
+        dtype, n = x.dtype, x.shape[1]
+        key = (op, device, dtype, n, group_size, features, forced)
         plan = self._plans.get(key)
         if plan is None:
-            call = Call(op, device, x.dtype, x.shape[-1], frozenset(features), group_size)
+            call = Call(op, device, dtype, n, frozenset(features), group_size)
             plan = self._plans[key] = self._make_plan(call, forced)
+        if len(plan.candidates) == 1 or plan.strict:
+            name, fn = plan.candidates[0]
+            result = fn(*args)
+            if self.count_calls:
+                metrics.CALLS.labels(op, device, name).inc()
+            return result
         for index, (name, fn) in enumerate(plan.candidates):
             try:
                 result = fn(*args)
