@@ -7,6 +7,12 @@ import torch
 import torch.nn.functional as F
 
 
+def _silu_fp32(z: torch.Tensor) -> torch.Tensor:
+    """``silu(z)`` in float32, in place on the float32 copy when ``z`` is 16-bit."""
+    zf = z.float()
+    return F.silu(zf, inplace=zf is not z)
+
+
 def norm_gated(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -26,26 +32,29 @@ def norm_gated(
     """
     m, n = x.shape
     groups = n // group_size
-    xf = x.float()
-    if z is not None and not norm_before_gate:
-        xf = xf * F.silu(z.float())
-    xg = xf.reshape(m, groups, group_size)
+    gate = None if z is None else _silu_fp32(z)
+    xf = x.float().contiguous()
+    owned = xf is not x  # a fresh float32 buffer that may be updated in place
+    if gate is not None and not norm_before_gate:
+        xf = xf.mul_(gate) if owned else xf * gate
+        owned = True
+    xg = xf.view(m, groups, group_size)
     if is_rms_norm:
         mean = None
-        rstd = xg.square().mean(-1, keepdim=True).add_(eps).rsqrt_()
-        y = xg * rstd
+        rstd = torch.linalg.vector_norm(xg, dim=-1, keepdim=True).square_().div_(group_size).add_(eps).rsqrt_()
+        y = xg.mul_(rstd) if owned else xg * rstd
     else:
         var, mean = torch.var_mean(xg, dim=-1, keepdim=True, correction=0)
         rstd = var.add_(eps).rsqrt_()
-        y = (xg - mean).mul_(rstd)
-    y = y.reshape(m, n).mul_(weight.float())
+        y = (xg.sub_(mean) if owned else xg - mean).mul_(rstd)
+    y = y.view(m, n).mul_(weight.float())
     if bias is not None:
         y.add_(bias.float())
-    if z is not None and norm_before_gate:
-        y.mul_(F.silu(z.float()))
+    if gate is not None and norm_before_gate:
+        y.mul_(gate)
     y = y.to(x.dtype) if out is None else out.copy_(y)
 
     def group_major(stat: torch.Tensor) -> torch.Tensor:
-        return stat.reshape(m, groups).t().reshape(-1)
+        return stat.view(m, groups).t().reshape(-1)
 
     return y, None if mean is None else group_major(mean), group_major(rstd)
