@@ -1,6 +1,6 @@
 #!/bin/bash
 # One device call: `bash benchmarks/gpu_run.sh check` (GPU tests, e2e, config sweep, quick bench),
-# `bench` (the full benchmark) or `all` (tests and e2e, full benchmark, then the config sweep).
+# `bench` (the full benchmark) or `all` (tests and e2e, then the full benchmark).
 # Writes logs and results under $OUT.
 set -o pipefail
 mode=${1:-check}
@@ -28,8 +28,4 @@ else
         --ops "${OPS:-rms_norm,fused_add_rms_norm,layer_norm,layer_norm_channels_first,norm_gated}" \
         --impls "${IMPLS:-triton,native,torch,compile,liger,fla}" --json "$OUT/bench.json" \
         --markdown "$OUT/bench.md" --plot "$OUT/bench.png" 2>&1 | tee "$OUT/bench.log" | tail -${TAIL:-60}
-fi
-if [ "$mode" = all ]; then
-    timeout ${SWEEP_TIMEOUT:-100} python3 benchmarks/sweep_configs.py --N 1024,1280,4096,8192 \
-        --json "$OUT/sweep.json" 2>&1 | tee "$OUT/sweep.log"
 fi

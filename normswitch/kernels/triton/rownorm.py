@@ -42,8 +42,10 @@ def _finish(xhat, w, b, Y_TY: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.const
 def _param(P, off, mask, HAS: tl.constexpr, shift):
     """``P[off] + shift`` as float32 (0 where masked); a placeholder 0.0 when ``HAS`` is False."""
     if HAS:
-        return tl.load(P + off, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32) + shift
-    return 0.0
+        v = tl.load(P + off, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32) + shift
+    else:
+        v = 0.0
+    return v
 
 
 @triton.jit(do_not_specialize=["M", "n_groups"])
