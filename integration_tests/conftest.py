@@ -60,13 +60,15 @@ def engine_env(**overrides: Optional[str]) -> dict[str, str]:
 
 
 def run_engine(checkpoint: Path, kind: str, tmp_path: Path, env: dict[str, str],
-               dtype: Optional[str] = None, max_tokens: int = 4, name: str = "run") -> dict:
+               dtype: Optional[str] = None, max_tokens: int = 4, name: str = "run",
+               custom_ops: str = "", ir_providers: str = "") -> dict:
     """Run ``integration_tests.engine_run`` once; returns its JSON (the log is kept beside it)."""
     out = tmp_path / f"{name}.json"
     log = tmp_path / f"{name}.log"
     dtype = dtype or (vision_dtype() if kind == "image" else "bfloat16")
     cmd = [sys.executable, "-m", "integration_tests.engine_run", "--model", str(checkpoint),
-           "--kind", kind, "--dtype", dtype, "--max-tokens", str(max_tokens), "--out", str(out)]
+           "--kind", kind, "--dtype", dtype, "--max-tokens", str(max_tokens), "--out", str(out),
+           "--custom-ops", custom_ops, "--ir-providers", ir_providers]
     t0 = time.monotonic()
     with open(log, "w") as f:
         proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT,

@@ -79,8 +79,17 @@ def _prompt(kind: str) -> dict:
     return {"prompt": OCR_PROMPT, "multi_modal_data": {"image": make_image()}}
 
 
-def run(model: str, kind: str, dtype: str, max_tokens: int) -> dict:
-    """Start the engine, generate once greedily, and return the observations."""
+def run(model: str, kind: str, dtype: str, max_tokens: int, custom_ops: Optional[list[str]] = None,
+        ir_providers: Optional[list[str]] = None) -> dict:
+    """Start the engine, generate once greedily, and return the observations.
+
+    ``custom_ops`` is vLLM's ``compilation_config.custom_ops`` (e.g. ``["all", "-RMSNorm"]``);
+    ``ir_providers`` the user's IR op priority for ``rms_norm`` and ``fused_add_rms_norm``."""
+    extra = {}
+    if custom_ops:
+        extra["compilation_config"] = {"custom_ops": custom_ops}
+    if ir_providers:
+        extra["ir_op_priority"] = {"rms_norm": ir_providers, "fused_add_rms_norm": ir_providers}
     from vllm import LLM, SamplingParams
 
     t0 = time.monotonic()
@@ -95,6 +104,7 @@ def run(model: str, kind: str, dtype: str, max_tokens: int) -> dict:
             limit_mm_per_prompt={"image": 1},
             distributed_executor_backend="uni",
             seed=0,
+            **extra,
         )
     start_s = time.monotonic() - t0
     modules = llm.apply_model(norm_modules)[0]
@@ -134,9 +144,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--kind", choices=("text", "image"), required=True)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--max-tokens", type=int, default=4)
+    parser.add_argument("--custom-ops", default="", help="comma-separated vLLM custom_ops")
+    parser.add_argument("--ir-providers", default="", help="comma-separated IR op priority")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    result = run(args.model, args.kind, args.dtype, args.max_tokens)
+    custom_ops = [op for op in args.custom_ops.split(",") if op]
+    providers = [p for p in args.ir_providers.split(",") if p]
+    result = run(args.model, args.kind, args.dtype, args.max_tokens, custom_ops, providers)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
 

@@ -26,3 +26,19 @@ def test_text_prompt_decoder_norms_served_by_normswitch(checkpoint, tmp_path):
              for op in ("rms_norm", "fused_add_rms_norm", "layer_norm", "layer_norm_channels_first")}
     assert calls == {"rms_norm": MAX_TOKENS, "fused_add_rms_norm": (len(decoder) - 1) * MAX_TOKENS,
                      "layer_norm": 0, "layer_norm_channels_first": 0}
+
+
+@pytest.mark.parametrize("ir_providers", ["", "native"])
+def test_custom_op_disabled_ir_path(ir_providers, checkpoint, tmp_path):
+    """With the CustomOp off, vLLM runs ``forward_native`` -> IR op -> the ``normswitch`` provider
+    (first by default); a user priority naming ``native`` first takes the IR ops back."""
+    result = run_engine(checkpoint, "text", tmp_path, engine_env(), max_tokens=MAX_TOKENS,
+                        name=f"ir-path-{ir_providers or 'default'}", custom_ops="all,-RMSNorm",
+                        ir_providers=ir_providers)
+    decoder = [k for k in result["modules"] if k.startswith("language_model.")]
+    calls = {op: delta(result, "normswitch_calls_total", op=op, device="cpu", backend="native")
+             for op in ("rms_norm", "fused_add_rms_norm")}
+    if ir_providers == "native":
+        assert calls == {"rms_norm": 0, "fused_add_rms_norm": 0}
+    else:
+        assert calls == {"rms_norm": MAX_TOKENS, "fused_add_rms_norm": (len(decoder) - 1) * MAX_TOKENS}
