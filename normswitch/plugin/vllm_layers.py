@@ -5,11 +5,11 @@ vLLM's; only the platform paths (``forward_cuda``/``hip``/``cpu``/``xpu``/``oot`
 With the op disabled (``custom_ops=["-RMSNorm"]``, or Inductor's default ``none``) vLLM runs
 ``forward_native``, which goes through vLLM IR, where ``normswitch.plugin.vllm_ir`` serves it.
 Calls normswitch does not cover (``variance_size_override``, batch invariance, a sigmoid gate)
-take vLLM's own path.
+take the vLLM path that would have run without the plugin.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from vllm import envs
@@ -22,10 +22,20 @@ Tensor = torch.Tensor
 _PLATFORM_PATHS = ("forward_cuda", "forward_hip", "forward_cpu", "forward_xpu", "forward_oot")
 
 
+def _via_normswitch(vllm_path: Callable) -> Callable:
+    def forward(self, *args, **kwargs):
+        return self.forward_normswitch(vllm_path, *args, **kwargs)
+
+    forward.__name__ = vllm_path.__name__
+    return forward
+
+
 def _route(cls: type) -> type:
-    """Point every platform path of ``cls`` at its ``forward_normswitch``."""
+    """Send every platform path of ``cls`` to ``forward_normswitch(vllm_path, ...)``, which gets
+    the vLLM method it replaces for the calls it leaves to vLLM."""
+    base = cls.__mro__[1]
     for name in _PLATFORM_PATHS:
-        setattr(cls, name, cls.forward_normswitch)
+        setattr(cls, name, _via_normswitch(getattr(base, name)))
     return cls
 
 
@@ -33,14 +43,14 @@ def _route(cls: type) -> type:
 class NormswitchRMSNorm(vllm_layernorm.RMSNorm):
     """vLLM ``RMSNorm`` (with and without residual) through ``normswitch.ops``."""
 
-    def forward_normswitch(self, x: Tensor, residual: Optional[Tensor] = None):
+    def forward_normswitch(self, vllm_path: Callable, x: Tensor, residual: Optional[Tensor] = None):
         if self.variance_size_override is not None or envs.VLLM_BATCH_INVARIANT:
-            return vllm_layernorm.RMSNorm.forward_cuda(self, x, residual)
+            return vllm_path(self, x, residual)
         if residual is None:
             weight = self.weight.data if self.pass_weight else None
             return ops.rms_norm(x, weight, self.variance_epsilon)
         if not self.pass_weight_add:
-            return self.forward_native(x, residual)
+            return vllm_path(self, x, residual)
         return ops.fused_add_rms_norm(x, residual, self.weight.data, self.variance_epsilon, inplace=True)
 
 
@@ -48,7 +58,9 @@ class NormswitchRMSNorm(vllm_layernorm.RMSNorm):
 class NormswitchGemmaRMSNorm(vllm_layernorm.GemmaRMSNorm):
     """vLLM ``GemmaRMSNorm`` (``x * (1 + w)``) through ``normswitch.ops`` with ``weight_offset=1``."""
 
-    def forward_normswitch(self, x: Tensor, residual: Optional[Tensor] = None):
+    def forward_normswitch(self, vllm_path: Callable, x: Tensor, residual: Optional[Tensor] = None):
+        if envs.VLLM_BATCH_INVARIANT:
+            return vllm_path(self, x, residual)
         if residual is None:
             return ops.rms_norm(x, self.weight.data, self.variance_epsilon, weight_offset=1.0)
         return ops.fused_add_rms_norm(
@@ -60,7 +72,7 @@ class NormswitchGemmaRMSNorm(vllm_layernorm.GemmaRMSNorm):
 class NormswitchLayerNorm(vllm_layernorm.LayerNorm):
     """vLLM ``LayerNorm`` through ``normswitch.ops.layer_norm`` (float32 compute)."""
 
-    def forward_normswitch(self, x: Tensor) -> Tensor:
+    def forward_normswitch(self, vllm_path: Callable, x: Tensor) -> Tensor:
         return ops.layer_norm(x, self.weight, self.bias, self.eps)
 
 
@@ -68,9 +80,9 @@ class NormswitchLayerNorm(vllm_layernorm.LayerNorm):
 class NormswitchRMSNormGated(vllm_layernorm.RMSNormGated):
     """vLLM ``RMSNormGated`` (SiLU gate, optional groups) through ``normswitch.ops.rmsnorm_fn``."""
 
-    def forward_normswitch(self, x: Tensor, z: Optional[Tensor] = None) -> Tensor:
+    def forward_normswitch(self, vllm_path: Callable, x: Tensor, z: Optional[Tensor] = None) -> Tensor:
         if self.activation not in ("swish", "silu"):
-            return self.forward_native(x, z)
+            return vllm_path(self, x, z)
         return ops.rmsnorm_fn(
             x, self.weight, self.bias, z=z, eps=self.eps,
             group_size=self.group_size, norm_before_gate=self.norm_before_gate,

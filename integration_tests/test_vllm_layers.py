@@ -1,0 +1,99 @@
+"""vLLM's norm layers and IR ops served by normswitch agree with vLLM's own code (no engine)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from normswitch.plugin import vllm_ir, vllm_layers
+
+BF16_TOL = {"atol": 2e-2, "rtol": 2e-2}
+
+
+@pytest.fixture
+def layers(monkeypatch):
+    """The normswitch replacements registered in a private registry, inside a vLLM config."""
+    from vllm.config import CompilationConfig, VllmConfig, set_current_vllm_config
+    from vllm.model_executor import custom_op
+    from vllm.model_executor.layers import layernorm
+
+    monkeypatch.setattr(custom_op, "op_registry_oot", {})
+    assert vllm_layers.register_layers() == {}
+    config = VllmConfig(compilation_config=CompilationConfig(custom_ops=["all"]))
+    with set_current_vllm_config(config):
+        yield layernorm
+
+
+def _served(layer, cls: type) -> None:
+    """``layer`` is the normswitch class and vLLM dispatches it to the CPU path normswitch serves."""
+    assert type(layer) is cls
+    assert layer._forward_method.__func__ is cls.forward_cpu
+
+
+def _rand(*shape):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape))).to(torch.bfloat16)
+
+
+def test_rms_norm_with_and_without_residual(layers):
+    layer = layers.RMSNorm(256, eps=1e-6, dtype=torch.bfloat16)
+    _served(layer, vllm_layers.NormswitchRMSNorm)
+    layer.weight.data = 1 + _rand(256) * 0.1
+    x, res = _rand(5, 256), _rand(5, 256)
+    torch.testing.assert_close(layer(x), layer.forward_native(x), **BF16_TOL)
+    y, r = layer(x.clone(), res.clone())
+    y_ref, r_ref = layer.forward_native(x.clone(), res.clone())
+    torch.testing.assert_close(y, y_ref, **BF16_TOL)
+    torch.testing.assert_close(r, r_ref, **BF16_TOL)
+
+
+def test_rms_norm_variance_override_left_to_vllm(layers):
+    layer = layers.RMSNorm(256, var_hidden_size=128, dtype=torch.bfloat16)
+    x = _rand(3, 256)
+    torch.testing.assert_close(layer(x), layer.forward_native(x))
+
+
+def test_gemma_rms_norm(layers):
+    layer = layers.GemmaRMSNorm(128)
+    _served(layer, vllm_layers.NormswitchGemmaRMSNorm)
+    layer.weight.data = _rand(128).float() * 0.1
+    x, res = _rand(4, 128), _rand(4, 128)
+    torch.testing.assert_close(layer(x), layer.forward_native(x), **BF16_TOL)
+    y, r = layer(x.clone(), res.clone())
+    y_ref, r_ref = layer.forward_native(x.clone(), res.clone())
+    torch.testing.assert_close(y, y_ref, **BF16_TOL)
+    torch.testing.assert_close(r, r_ref, **BF16_TOL)
+
+
+def test_layer_norm(layers):
+    layer = layers.LayerNorm(192, eps=1e-5, dtype=torch.bfloat16)
+    _served(layer, vllm_layers.NormswitchLayerNorm)
+    layer.weight.data, layer.bias.data = 1 + _rand(192) * 0.1, _rand(192) * 0.1
+    x = _rand(2, 3, 192)
+    torch.testing.assert_close(layer(x), layer.forward_native(x), **BF16_TOL)
+
+
+@pytest.mark.parametrize("norm_before_gate", [True, False])
+@pytest.mark.parametrize("group_size", [None, 64])
+def test_rms_norm_gated(layers, norm_before_gate, group_size):
+    layer = layers.RMSNormGated(256, eps=1e-5, group_size=group_size,
+                                norm_before_gate=norm_before_gate, dtype=torch.bfloat16)
+    _served(layer, vllm_layers.NormswitchRMSNormGated)
+    layer.weight.data = 1 + _rand(256) * 0.1
+    x, z = _rand(6, 256), _rand(6, 256)
+    torch.testing.assert_close(layer(x, z), layer.forward_native(x, z), **BF16_TOL)
+    torch.testing.assert_close(layer(x), layer.forward_native(x), **BF16_TOL)
+
+
+def test_ir_providers_match_native():
+    from vllm import ir
+
+    vllm_ir.register_ir_providers()
+    x, res, w = _rand(7, 128), _rand(7, 128), 1 + _rand(128) * 0.1
+    for op, args in ((ir.ops.rms_norm, (x, w, 1e-6)), (ir.ops.fused_add_rms_norm, (x, res, w, 1e-6))):
+        assert op.impls[vllm_ir.PROVIDER].supports_args(*args)
+        with op.set_priority([vllm_ir.PROVIDER, "native"]):
+            got = op(*args)
+            assert op.dispatch(*args).provider == vllm_ir.PROVIDER
+        with op.set_priority(["native"]):
+            want = op(*args)
+        torch.testing.assert_close(got, want, **BF16_TOL)
+    assert not ir.ops.rms_norm.impls[vllm_ir.PROVIDER].supports_args(x, w, 1e-6, 64)
