@@ -44,8 +44,9 @@ def test_row_kernels_compile(looped, block_m, block_n, dtype):
     sig = {p: f"*{dtype}" for p in ROW_PARAMS}
     sig.update(MEAN="*fp32", RSTD="*fp32", W="*fp32", eps="fp32", w_offset="fp32")
     sig.update({i: "i32" for i in ROW_INTS})
-    for variant in _row_variants():
-        assert _compile(fn, sig, {**variant, "BLOCK_M": block_m, "BLOCK_N": block_n}).asm["cubin"]
+    for variant, first in itertools.product(_row_variants(), [False, True]):
+        ce = {**variant, "BLOCK_M": block_m, "BLOCK_N": block_n, "PARAMS_FIRST": first}
+        assert _compile(fn, sig, ce).asm["cubin"]
 
 
 @pytest.mark.parametrize("one_pass,block_c,block_s", [(True, 256, 64), (False, 512, 8)])

@@ -20,6 +20,8 @@ MAX_FUSED_N = 16384
 """Rows up to this length stay in registers; longer rows take the looped kernel."""
 LOOP_BLOCK_N = 4096
 """Chunk length of the looped kernel."""
+PARAMS_FIRST_MAX_PROGRAMS = 1024
+"""Grids up to this many programs load weight/bias before the reduction (see rownorm.py)."""
 ROWS_TARGET = 2048
 """Elements per program aimed at for rows shorter than 1024 (several rows per program); longer
 rows take one program each (H200, gated norm with groups of 1024: two groups per program ran
@@ -85,7 +87,8 @@ def launch_rownorm(
         IS_RMS=is_rms, HAS_RES=residual is not None, HAS_Z=z is not None, GATE_FIRST=gate_first,
         HAS_W=weight is not None, HAS_B=bias is not None, ROUND_XHAT=round_xhat,
         GROUPED=n_groups > 1, STORE_MEAN=mean is not None, STORE_RSTD=rstd is not None,
-        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+        BLOCK_M=block_m, BLOCK_N=block_n, PARAMS_FIRST=grid[0] <= PARAMS_FIRST_MAX_PROGRAMS,
+        num_warps=num_warps,
     )
 
 
