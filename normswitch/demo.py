@@ -9,6 +9,7 @@ the GPU. The server helpers here are also used by ``integration_tests``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
@@ -204,10 +205,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--workdir", help="where to write the checkpoint and the server log "
                                           "(default: a new temporary directory)")
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
-    parser.add_argument("--dtype", default=None, help="model dtype (default: see vision_dtype)")
+    parser.add_argument("--dtype", default=None, help="model dtype (default: bfloat16 on a GPU or a "
+                                                      "CPU with native bf16 math, else float32)")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--text", default="normswitch 42", help="text drawn into the image")
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("vllm") is None:
+        print("vLLM is not installed: run `SETUP_VLLM=1 scripts/setup.sh` (`make demo` does)",
+              file=sys.stderr)
+        return 1
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="normswitch-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
