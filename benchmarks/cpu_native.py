@@ -16,11 +16,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))
-import seeds  # noqa: E402
-
-import normswitch as ns  # noqa: E402
-from normswitch import fallbacks  # noqa: E402
+import normswitch as ns
+from normswitch import fallbacks
+from normswitch.bench import seeds
 
 SHAPES = ((1, 1280), (256, 1280), (4096, 1280), (4096, 4096))
 DTYPES = (torch.bfloat16, torch.float32)
@@ -42,19 +40,19 @@ def cases(m: int, n: int, dtype: torch.dtype):
     x = torch.randn(m, n).to(dtype)
     w = torch.randn(n).to(dtype)
     b = torch.randn(n).to(dtype)
-    rms_c = torch.compile(seeds.deepseek_v2_rms_norm, dynamic=False)
-    ln_c = torch.compile(seeds.layer_norm_fp32, dynamic=False)
+    rms_c = torch.compile(seeds.rms_norm, dynamic=False)
+    ln_c = torch.compile(seeds.layer_norm, dynamic=False)
     yield "rms_norm", {
         "normswitch native": lambda: ns.rms_norm(x, w),
-        "seed eager (DeepseekV2RMSNorm)": lambda: seeds.deepseek_v2_rms_norm(x, w),
+        "seed eager (DeepseekV2RMSNorm)": lambda: seeds.rms_norm(x, w, 1e-6),
         "F.rms_norm": lambda: F.rms_norm(x, (n,), w, 1e-6),
-        "torch.compile(seed)": lambda: rms_c(x, w),
+        "torch.compile(seed)": lambda: rms_c(x, w, 1e-6),
     }
     yield "layer_norm", {
         "normswitch native": lambda: ns.layer_norm(x, w, b),
-        "seed eager (LayerNormfp32)": lambda: seeds.layer_norm_fp32(x, w, b),
+        "seed eager (LayerNormfp32)": lambda: seeds.layer_norm(x, w, b, 1e-5),
         "F.layer_norm": lambda: F.layer_norm(x, (n,), w, b, 1e-5),
-        "torch.compile(seed)": lambda: ln_c(x, w, b),
+        "torch.compile(seed)": lambda: ln_c(x, w, b, 1e-5),
     }
 
 
@@ -62,21 +60,20 @@ def gated_cases(dtype: torch.dtype):
     m, n, g = 4096, 4096, 1024
     x, z = torch.randn(m, n).to(dtype), torch.randn(m, n).to(dtype)
     w, b = torch.randn(n).to(dtype), torch.randn(n).to(dtype)
-    compiled = torch.compile(seeds.layer_norm_fwd_native, dynamic=False)
+    compiled = torch.compile(seeds.norm_gated, dynamic=False)
     for rms in (False, True):
         bias = None if rms else b
         yield f"norm_gated {'rms' if rms else 'ln'} (4096, 4096, g1024)", {
             "normswitch native": lambda bias=bias, rms=rms: ns.norm_gated(x, w, bias, z, 1e-6, g, True, rms),
-            "seed eager (_layer_norm_fwd port)": lambda bias=bias, rms=rms: seeds.layer_norm_fwd_native(
-                x, w, bias, 1e-6, z, g, True, rms),
-            "torch.compile(seed)": lambda bias=bias, rms=rms: compiled(x, w, bias, 1e-6, z, g, True, rms),
+            "seed eager (_layer_norm_fwd port)": lambda bias=bias, rms=rms: seeds.norm_gated(
+                x, w, bias, z, 1e-6, g, True, rms),
+            "torch.compile(seed)": lambda bias=bias, rms=rms: compiled(x, w, bias, z, 1e-6, g, True, rms),
         }
 
 
 def overhead_us(reps: int = 20000) -> dict[str, float]:
     """Per-call time at M = 1 of the public op vs calling the native function directly."""
     x, w = torch.randn(1, 1280, dtype=torch.bfloat16), torch.randn(1280, dtype=torch.bfloat16)
-    direct = fallbacks.rms_norm.__wrapped__ if hasattr(fallbacks.rms_norm, "__wrapped__") else None
     fn = fallbacks.BACKEND.impls["rms_norm"]
 
     def per_call(f) -> float:
@@ -89,7 +86,6 @@ def overhead_us(reps: int = 20000) -> dict[str, float]:
                 f()
             best.append((time.perf_counter() - start) / (reps // 5) * 1e6)
         return min(best)
-    del direct
     native = per_call(lambda: fn(x, w, 1e-6, 0.0, None))
     public = per_call(lambda: ns.rms_norm(x, w, 1e-6))
     traced = per_call(lambda: torch.ops.normswitch.rms_norm(x, w, 1e-6, 0.0, None))
@@ -101,7 +97,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=None)
     ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lines = [f"# normswitch native backend on CPU, {datetime.date.today()}", "",
              f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
              f"torch {torch.__version__}; python {platform.python_version()}. Median of {args.reps} runs, ms.", ""]
