@@ -58,7 +58,7 @@ def meaningful_dummy_weights(scale: float = 0.1, seed: int = 0) -> Iterator[None
         language_model = getattr(model, "language_model", model)
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            for module_name, module in sorted(language_model.named_modules()):
+            for _, module in sorted(language_model.named_modules()):
                 is_norm = "Norm" in type(module).__name__
                 for _, p in sorted(module.named_parameters(recurse=False)):
                     u = (torch.rand(p.shape, generator=gen) * 2 - 1) * scale
@@ -85,12 +85,13 @@ def run(model: str, kind: str, dtype: str, max_tokens: int, custom_ops: Optional
 
     ``custom_ops`` is vLLM's ``compilation_config.custom_ops`` (e.g. ``["all", "-RMSNorm"]``);
     ``ir_providers`` the user's IR op priority for ``rms_norm`` and ``fused_add_rms_norm``."""
+    from vllm import LLM, SamplingParams
+
     extra = {}
     if custom_ops:
         extra["compilation_config"] = {"custom_ops": custom_ops}
     if ir_providers:
         extra["ir_op_priority"] = {"rms_norm": ir_providers, "fused_add_rms_norm": ir_providers}
-    from vllm import LLM, SamplingParams
 
     t0 = time.monotonic()
     with meaningful_dummy_weights():
