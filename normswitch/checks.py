@@ -52,6 +52,9 @@ def like(name: str, t: Optional[object], x: torch.Tensor, dtype: Optional[torch.
     """An optional tensor of x's shape and device (and ``dtype`` when given)."""
     if t is None:
         return None
+    if type(t) is torch.Tensor and t.dtype in FLOAT_DTYPES and t.shape == x.shape and t.device == x.device \
+            and (dtype is None or t.dtype == dtype):
+        return t
     tensor(name, t)
     if t.shape != x.shape:
         raise ValueError(f"{name}: expected shape {tuple(x.shape)} like x, got {tuple(t.shape)}")
@@ -85,6 +88,8 @@ def group_size(value: object, n: int) -> int:
     """``group_size`` must be None (the whole row) or a positive int dividing ``n``."""
     if value is None:
         return n
+    if type(value) is int and 0 < value <= n and n % value == 0:
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"group_size: expected an int or None, got {type(value).__name__}")
     if value <= 0 or n % value != 0:

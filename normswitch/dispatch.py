@@ -26,6 +26,9 @@ def _table(*names: str) -> dict[tuple[bool, ...], tuple[str, ...]]:
 
 
 _RMS_FEATURES = _table("offset", "out", "strided", "weight")
+_ADD_FEATURES = _table("inplace", "offset", "strided")
+_LN_FEATURES = _table("bias", "out", "strided", "weight")
+_GATED_FEATURES = _table("bias", "gate_first", "grouped", "out", "rms", "strided", "z")
 
 
 def rms_norm(x: Tensor, weight: Optional[Tensor], eps: float, offset: float,
@@ -37,18 +40,14 @@ def rms_norm(x: Tensor, weight: Optional[Tensor], eps: float, offset: float,
 
 def fused_add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float, offset: float,
                        inplace: bool, backend: Optional[str]) -> tuple[Tensor, Tensor]:
-    feats = tuple(name for name, on in (
-        ("inplace", inplace), ("offset", offset != 0.0),
-        ("strided", _strided(x) or _strided(residual)), ("weight", True)) if on)
+    feats = _ADD_FEATURES[inplace, offset != 0.0, _strided(x) or _strided(residual)] + ("weight",)
     return REGISTRY.run("fused_add_rms_norm", x, tensor_device_type(x), 0, feats,
                         (x, residual, weight, eps, offset, inplace), backend)
 
 
 def layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
                out: Optional[Tensor], backend: Optional[str]) -> Tensor:
-    feats = tuple(name for name, on in (
-        ("bias", bias is not None), ("out", out is not None), ("strided", _strided(x)),
-        ("weight", weight is not None)) if on)
+    feats = _LN_FEATURES[bias is not None, out is not None, _strided(x), weight is not None]
     return REGISTRY.run("layer_norm", x, tensor_device_type(x), 0, feats, (x, weight, bias, eps, out), backend)
 
 
@@ -61,10 +60,9 @@ def layer_norm_channels_first(x: Tensor, weight: Tensor, bias: Tensor, eps: floa
 def norm_gated(x: Tensor, weight: Tensor, bias: Optional[Tensor], z: Optional[Tensor], eps: float,
                group_size: int, norm_before_gate: bool, is_rms_norm: bool, out: Optional[Tensor],
                backend: Optional[str]) -> tuple[Tensor, Optional[Tensor], Tensor]:
-    feats = tuple(name for name, on in (
-        ("bias", bias is not None), ("gate_first", z is not None and not norm_before_gate),
-        ("grouped", group_size != x.shape[-1]), ("out", out is not None), ("rms", is_rms_norm),
-        ("strided", _strided(x) or (z is not None and _strided(z))), ("weight", True),
-        ("z", z is not None)) if on)
+    feats = _GATED_FEATURES[
+        bias is not None, z is not None and not norm_before_gate, group_size != x.shape[1],
+        out is not None, is_rms_norm, _strided(x) or (z is not None and _strided(z)), z is not None,
+    ]
     return REGISTRY.run("norm_gated", x, tensor_device_type(x), group_size, feats,
                         (x, weight, bias, z, eps, group_size, norm_before_gate, is_rms_norm, out), backend)

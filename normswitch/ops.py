@@ -99,12 +99,12 @@ def fused_add_rms_norm(
         x.copy_(y.view(x.shape))
         residual.copy_(r.view(residual.shape))
         return x, residual
-    xw, rw = (_out_rows(x), _out_rows(residual)) if inplace else (None, None)
-    if inplace and xw is not None and rw is not None and xw.is_contiguous() and rw.is_contiguous():
-        dispatch.fused_add_rms_norm(xw, rw, weight, eps, weight_offset, True, backend)
+    if inplace and x.is_contiguous() and residual.is_contiguous():
+        dispatch.fused_add_rms_norm(x2, r2, weight, eps, weight_offset, True, backend)
         return x, residual
     y, r = dispatch.fused_add_rms_norm(x2, r2, weight, eps, weight_offset, False, backend)
-    y, r = y.reshape(x.shape), r.reshape(residual.shape)
+    if x.dim() != 2:
+        y, r = y.reshape(x.shape), r.reshape(residual.shape)
     if not inplace:
         return y, r
     x.copy_(y)
@@ -130,7 +130,8 @@ def layer_norm(
     weight = checks.param("weight", weight, n, x)
     bias = checks.param("bias", bias, n, x)
     eps = checks.eps(eps)
-    out = checks.like("out", out, x, x.dtype)
+    if out is not None:
+        checks.like("out", out, x, x.dtype)
     if x.numel() == 0:
         return torch.empty_like(x) if out is None else out
     x2 = checks.rows(x)
@@ -193,10 +194,12 @@ def norm_gated(
         raise TypeError("weight: expected a tensor of shape (N,), got None")
     weight = checks.param("weight", weight, n, x)
     bias = checks.param("bias", bias, n, x)
-    z = checks.like("z", z, x)
+    if z is not None:
+        checks.like("z", z, x)
     eps = checks.eps(eps)
     group = checks.group_size(group_size, n)
-    out = checks.like("out", out, x, x.dtype)
+    if out is not None:
+        checks.like("out", out, x, x.dtype)
     norm_before_gate, is_rms_norm = bool(norm_before_gate), bool(is_rms_norm)
     if x.numel() == 0:
         stats = x.new_empty((0,), dtype=torch.float32)
@@ -223,9 +226,11 @@ def layernorm_fn(
 ) -> Tensor:
     """FLA/SGLang ``layernorm_fn``: ``norm_gated`` over (..., N) ``x``; returns x's shape and dtype."""
     checks.tensor("x", x)
-    x2 = x.reshape(-1, x.shape[-1])
-    z2 = None if z is None else checks.like("z", z, x).reshape(-1, x.shape[-1])
-    y, _, _ = norm_gated(x2, weight, bias, z2, eps, group_size, norm_before_gate, is_rms_norm)
+    if x.dim() == 2:
+        return norm_gated(x, weight, bias, z, eps, group_size, norm_before_gate, is_rms_norm)[0]
+    n = x.shape[-1]
+    z2 = None if z is None else checks.like("z", z, x).reshape(-1, n)
+    y, _, _ = norm_gated(x.reshape(-1, n), weight, bias, z2, eps, group_size, norm_before_gate, is_rms_norm)
     return y.view(x.shape)
 
 
