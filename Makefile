@@ -7,9 +7,10 @@ setup:
 	SETUP_VLLM=1 bash scripts/setup.sh
 	bash scripts/install_sglang.sh
 
+# Unit tests and the engine integration tests run in separate processes (vLLM keeps global state).
 test: setup
 	$(PY) -m pytest tests
+	$(PY) -m pytest integration_tests
 
 demo: setup
-	.venv/bin/normswitch info
-	.venv/bin/normswitch verify
+	.venv/bin/normswitch demo
