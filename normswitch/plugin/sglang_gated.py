@@ -75,10 +75,8 @@ def rms_norm_gated(
 ) -> Tensor:
     """``rms_norm_gated``: x (..., N); z of x's shape, or (tokens, heads, N) for a 2-D x."""
     _check(x, activation)
-    x2 = x.reshape(-1, x.shape[-1])
-    z2 = None if z is None else z.reshape(x2.shape)
-    y, _, _ = ops.norm_gated(x2, weight, bias, z2, eps, group_size, norm_before_gate, is_rms_norm)
-    return y.reshape(x.shape)
+    z = None if z is None else z.reshape(x.shape)
+    return ops.layernorm_fn(x, weight, bias, z, eps, group_size, norm_before_gate, is_rms_norm)
 
 
 def layernorm_fn(
