@@ -60,7 +60,8 @@ def test_layer_norm(dtype, shape, strided, affine):
 
 @dtypes
 @pytest.mark.parametrize("shape", [(2, 7, 5, 3), (1, 768, 4, 4), (2, 1, 3, 3), (0, 4, 2, 2),
-                                   (1, 256, 64, 64), (2, 33, 5, 7)], ids=str)
+                                   (1, 256, 64, 64), (2, 33, 5, 7), (2, 33, 9, 11),
+                                   (1, 4096, 1, 1), (1, 9000, 2, 2), (3, 64, 16, 16)], ids=str)
 def test_layer_norm_channels_first(dtype, shape):
     nm.check_layer_norm_channels_first(B, DEV, shape, dtype)
 

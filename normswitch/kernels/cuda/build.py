@@ -23,8 +23,9 @@ import torch
 log = logging.getLogger("normswitch.cuda")
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = ("bindings.cpp", "row_norm.cu", "channels_first.cu")
-HEADERS = ("launch.h", "common.cuh")
+SOURCES = ("bindings.cpp", "row_norm.cu", "row_norm_f32.cu", "row_norm_f16.cu", "row_norm_bf16.cu",
+           "channels_first.cu")
+HEADERS = ("launch.h", "common.cuh", "row_op.cuh", "row_norm.cuh")
 
 _lock = threading.Lock()
 _module: Optional[ModuleType] = None

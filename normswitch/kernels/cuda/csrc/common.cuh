@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cstdint>
+#include <type_traits>
 
 #include "launch.h"
 
@@ -29,12 +30,6 @@ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
 // Rounds through T and back: the value a T store followed by a load would give.
 template <typename T>
 __device__ __forceinline__ float round_to(float v) { return to_f32(from_f32<T>(v)); }
-
-__device__ __forceinline__ float round_dyn(float v, int dt) {
-  if (dt == kF16) return round_to<__half>(v);
-  if (dt == kBF16) return round_to<__nv_bfloat16>(v);
-  return v;
-}
 
 // Raw 32-bit words of a packed chunk: loaded and stored as uint4 (16 bytes), uint2 or one
 // word, so that the accesses are really vector instructions (a struct of __nv_bfloat16 would be
@@ -171,33 +166,6 @@ __device__ __forceinline__ void load_dyn(const void* base, int dt, int64_t idx, 
   }
 }
 
-template <int VEC>
-__device__ __forceinline__ void store_dyn(void* base, int dt, int64_t idx, int n,
-                                          const float (&f)[VEC]) {
-  if (n == VEC) {
-    if (dt == kF32) {
-      store_pack<float, VEC>(static_cast<float*>(base) + idx, f);
-    } else if (dt == kF16) {
-      store_pack<__half, VEC>(static_cast<__half*>(base) + idx, f);
-    } else {
-      store_pack<__nv_bfloat16, VEC>(static_cast<__nv_bfloat16*>(base) + idx, f);
-    }
-    return;
-  }
-#pragma unroll
-  for (int j = 0; j < VEC; ++j) {
-    if (j < n) {
-      if (dt == kF32) {
-        static_cast<float*>(base)[idx + j] = f[j];
-      } else if (dt == kF16) {
-        static_cast<__half*>(base)[idx + j] = from_f32<__half>(f[j]);
-      } else {
-        static_cast<__nv_bfloat16*>(base)[idx + j] = from_f32<__nv_bfloat16>(f[j]);
-      }
-    }
-  }
-}
-
 // Same, with the element type known at compile time.
 template <typename T, int VEC>
 __device__ __forceinline__ void load_t(const T* base, int64_t idx, int n, float (&f)[VEC]) {
@@ -221,7 +189,16 @@ __device__ __forceinline__ void store_t(T* base, int64_t idx, int n, const float
   }
 }
 
-__device__ __forceinline__ float silu(float z) { return z / (1.f + __expf(-z)); }
+// 16-byte asynchronous copies global -> shared (no registers; Ampere and later).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+// z * sigmoid(z) with a fast exponential and an IEEE reciprocal (no full-precision division).
+__device__ __forceinline__ float silu(float z) { return z * __frcp_rn(1.f + __expf(-z)); }
 
 // Sum of v over the `tpr` consecutive threads that share a row. tpr is a power of two
 // (<= 32) or a multiple of 32; every thread of the block must call it (it may sync the

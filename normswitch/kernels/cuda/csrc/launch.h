@@ -69,6 +69,10 @@ struct RowNormPlan {
 
 RowNormPlan plan_row_norm(const RowNormParams& p);
 cudaError_t launch_row_norm(const RowNormParams& p, cudaStream_t stream);
+// Per dtype of x (row_norm_<dtype>.cu), with the plan already made.
+cudaError_t launch_row_norm_f32(const RowNormParams& p, const RowNormPlan& plan, cudaStream_t stream);
+cudaError_t launch_row_norm_f16(const RowNormParams& p, const RowNormPlan& plan, cudaStream_t stream);
+cudaError_t launch_row_norm_bf16(const RowNormParams& p, const RowNormPlan& plan, cudaStream_t stream);
 cudaError_t launch_channels_first(const ChannelsFirstParams& p, cudaStream_t stream);
 
 }  // namespace normswitch
