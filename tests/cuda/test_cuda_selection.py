@@ -10,7 +10,7 @@ import torch
 import normswitch as ns
 from normswitch.backend import Call
 from normswitch.kernels import cuda
-from normswitch.kernels.cuda import build, own, sgl, vllm_c
+from normswitch.kernels.cuda import build, own, vllm_c
 
 BF16 = torch.bfloat16
 
