@@ -22,9 +22,14 @@ def _fp32_layer_norm(
     n = (x.shape[-1],)
     if x.dtype == torch.float32:
         return F.layer_norm(x, n, _param(weight, x), _param(bias, x), eps)
+    on_cpu = x.device.type == "cpu"
+    if on_cpu and all(p is None or p.dtype == x.dtype for p in (weight, bias)):
+        # The CPU kernel computes 16-bit inputs and parameters in float32 and rounds once
+        # (bit-identical to passing float32 parameters), without converting them per call.
+        return F.layer_norm(x, n, weight, bias, eps)
     w = None if weight is None else weight.float()
     b = None if bias is None else bias.float()
-    if x.device.type == "cpu":
+    if on_cpu:
         # The CPU kernel takes 16-bit x with float32 parameters and computes all in float32.
         return F.layer_norm(x, n, w, b, eps)
     return F.layer_norm(x.float(), n, w, b, eps).to(x.dtype)
