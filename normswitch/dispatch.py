@@ -33,8 +33,7 @@ _GATED_FEATURES = _table("bias", "gate_first", "grouped", "out", "rms", "strided
 
 def rms_norm(x: Tensor, weight: Optional[Tensor], eps: float, offset: float,
              out: Optional[Tensor], backend: Optional[str]) -> Tensor:
-    m, n = x.shape
-    feats = _RMS_FEATURES[offset != 0.0, out is not None, m > 1 and x.stride(0) != n, weight is not None]
+    feats = _RMS_FEATURES[offset != 0.0, out is not None, _strided(x), weight is not None]
     return REGISTRY.run("rms_norm", x, tensor_device_type(x), 0, feats, (x, weight, eps, offset, out), backend)
 
 

@@ -35,7 +35,6 @@ class Plan:
     call: Call
     candidates: list[tuple[str, Callable]]
     policy: str
-    strict: bool
 
 
 def _load(name: str, module: str) -> Backend:
@@ -133,7 +132,7 @@ class Registry:
             reason = self.decline(forced, call)
             if reason is not None:
                 raise BackendUnavailableError(f"{op} on {device}: backend={forced!r} cannot serve: {reason}")
-            return Plan(call, [(forced, self.backend(forced).impls[op])], "error", True)
+            return Plan(call, [(forced, self.backend(forced).impls[op])], "error")
         policy = self.config.policy(op, device).value
         order = list(self.config.backends(op, device).value)
         if policy == "fallback" and "native" not in order:
@@ -157,7 +156,7 @@ class Registry:
         if not candidates:
             raise BackendUnavailableError(f"{op} on {device}: no backend can serve this call")
         metrics.mark_selected(op, device, to)
-        return Plan(call, candidates, policy, False)
+        return Plan(call, candidates, policy)
 
     def _report(self, op: str, device: str, frm: str, to: str, reason: str) -> None:
         """One warning and one count per (op, device, backend, reason)."""
@@ -189,7 +188,7 @@ class Registry:
         if plan is None:
             call = Call(op, device, dtype, n, frozenset(features), group_size)
             plan = self._plans[key] = self._make_plan(call, forced)
-        if len(plan.candidates) == 1 or plan.strict:
+        if len(plan.candidates) == 1:  # also every forced backend= plan
             name, fn = plan.candidates[0]
             result = fn(*args)
             if self.count_calls:
@@ -199,7 +198,7 @@ class Registry:
             try:
                 result = fn(*args)
             except Exception as exc:
-                if plan.strict or plan.policy == "error" or index == len(plan.candidates) - 1:
+                if plan.policy == "error" or index == len(plan.candidates) - 1:
                     raise
                 nxt = plan.candidates[index + 1][0]
                 self._report(op, device, name, nxt, f"error: {type(exc).__name__}: {exc}")
