@@ -42,7 +42,7 @@ def _finish(xhat, w, b, Y_TY: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.const
 def _param(P, off, mask, HAS: tl.constexpr, shift):
     """``P[off] + shift`` as float32 (0 where masked); a placeholder 0.0 when ``HAS`` is False."""
     if HAS:
-        v = tl.load(P + off, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32) + shift
+        v = tl.load(P + off, mask=mask, other=0.0).to(tl.float32) + shift
     else:
         v = 0.0
     return v
@@ -84,16 +84,14 @@ def _rownorm_fused_kernel(
     if PARAMS_FIRST:
         w = _param(W, p_off, p_mask, HAS_W, w_offset)
         b = _param(B, p_off, p_mask, HAS_B, 0.0)
-    x = tl.load(X + m[:, None] * sx + c_off, mask=mask, other=0.0,
-                eviction_policy="evict_first").to(tl.float32)
+    x = tl.load(X + m[:, None] * sx + c_off, mask=mask, other=0.0).to(tl.float32)
     if HAS_RES:
-        r = tl.load(R + m[:, None] * sr + c_off, mask=mask, other=0.0, eviction_policy="evict_first")
+        r = tl.load(R + m[:, None] * sr + c_off, mask=mask, other=0.0)
         x = (x + r.to(tl.float32)).to(RO.dtype.element_ty)
         tl.store(RO + m[:, None] * sro + c_off, x, mask=mask)
         x = x.to(tl.float32)
     if HAS_Z:
-        z = tl.load(Z + m[:, None] * sz + c_off, mask=mask, other=0.0,
-                    eviction_policy="evict_first").to(tl.float32)
+        z = tl.load(Z + m[:, None] * sz + c_off, mask=mask, other=0.0).to(tl.float32)
         if GATE_FIRST:
             x = x * _silu(z)
     if IS_RMS:
