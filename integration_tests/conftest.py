@@ -18,9 +18,12 @@ import pytest
 
 from normswitch.demo import vision_dtype
 from normswitch.demo_model import build_checkpoint
+from normswitch.kernels import cpu
 
 REPO = Path(__file__).resolve().parent.parent
 ENGINE_TIMEOUT_S = 900
+RMS_BACKEND = "cpu" if cpu.EXTENSION.problem() is None else "native"
+"""Who serves RMSNorm on CPU by default: the C++ kernels of backend ``cpu`` where they can be built."""
 # Variables that would change what the engine does; dropped from the inherited environment.
 _CLEARED = ("NORMSWITCH_", "USE_NATIVE_LAYERNORM", "TRITON_INTERPRET", "VLLM_PLUGINS",
             "PROMETHEUS_MULTIPROC_DIR")

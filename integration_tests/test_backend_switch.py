@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from .conftest import calls_by_backend, engine_env, run_engine
+from .conftest import RMS_BACKEND, calls_by_backend, engine_env, run_engine
 
 pytestmark = pytest.mark.slow
 MAX_TOKENS = 4
@@ -32,7 +32,7 @@ devices:
 
 # name -> (environment overrides, expected {op: backend})
 CONFIGS = {
-    "default": ({}, {"rms_norm": "native", "fused_add_rms_norm": "native"}),
+    "default": ({}, {"rms_norm": RMS_BACKEND, "fused_add_rms_norm": RMS_BACKEND}),
     "use_native_layernorm": ({"USE_NATIVE_LAYERNORM": "1"},
                              {"rms_norm": "native", "fused_add_rms_norm": "native"}),
     "triton_interpret": ({"NORMSWITCH_BACKEND": "triton", "TRITON_INTERPRET": "1"},

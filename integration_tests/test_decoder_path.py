@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import delta, engine_env, run_engine
+from .conftest import RMS_BACKEND, delta, engine_env, run_engine
 
 pytestmark = pytest.mark.slow
 MAX_TOKENS = 4
@@ -22,7 +22,7 @@ def test_text_prompt_decoder_norms_served_by_normswitch(checkpoint, tmp_path):
 
     # Per forward step: layer 0's input norm has no residual (rms_norm); every other norm adds
     # the residual (fused_add_rms_norm). No vision pass for a text prompt.
-    calls = {op: delta(result, "normswitch_calls_total", op=op, device="cpu", backend="native")
+    calls = {op: delta(result, "normswitch_calls_total", op=op, device="cpu", backend=RMS_BACKEND)
              for op in ("rms_norm", "fused_add_rms_norm", "layer_norm", "layer_norm_channels_first")}
     assert calls == {"rms_norm": MAX_TOKENS, "fused_add_rms_norm": (len(decoder) - 1) * MAX_TOKENS,
                      "layer_norm": 0, "layer_norm_channels_first": 0}
@@ -36,7 +36,7 @@ def test_custom_op_disabled_ir_path(ir_providers, checkpoint, tmp_path):
                         name=f"ir-path-{ir_providers or 'default'}", custom_ops="all,-RMSNorm",
                         ir_providers=ir_providers)
     decoder = [k for k in result["modules"] if k.startswith("language_model.")]
-    calls = {op: delta(result, "normswitch_calls_total", op=op, device="cpu", backend="native")
+    calls = {op: delta(result, "normswitch_calls_total", op=op, device="cpu", backend=RMS_BACKEND)
              for op in ("rms_norm", "fused_add_rms_norm")}
     if ir_providers == "native":
         assert calls == {"rms_norm": 0, "fused_add_rms_norm": 0}

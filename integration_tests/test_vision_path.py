@@ -5,7 +5,7 @@ import pytest
 
 from normswitch.demo import vision_dtype
 
-from .conftest import delta, engine_env, run_engine
+from .conftest import RMS_BACKEND, delta, engine_env, run_engine
 
 pytestmark = pytest.mark.slow
 MAX_TOKENS = 4
@@ -46,6 +46,6 @@ def test_image_prompt_every_norm_served_by_normswitch(dtype, checkpoint, tmp_pat
 
     decoder = _of(result["modules"], "language_model.")
     assert decoder and set(decoder.values()) == {"normswitch.plugin.vllm_layers.NormswitchRMSNorm"}
-    served = sum(delta(result, "normswitch_calls_total", op=op, device="cpu", backend="native")
+    served = sum(delta(result, "normswitch_calls_total", op=op, device="cpu", backend=RMS_BACKEND)
                  for op in ("rms_norm", "fused_add_rms_norm"))
     assert served == len(decoder) * MAX_TOKENS  # every decoder norm, every forward step

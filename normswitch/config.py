@@ -28,7 +28,11 @@ BUILTIN_BACKENDS = {
     "cuda": ("triton", "cuda", "native"),
     "rocm": ("triton", "native"),
     "xpu": ("triton", "native"),
+    ("cpu", "rms_norm"): ("cpu", "native"),
+    ("cpu", "fused_add_rms_norm"): ("cpu", "native"),
+    ("cpu", "norm_gated"): ("cpu", "native"),
 }
+"""Backend order when no file sets one: per (device, op), else per device, else ``native``."""
 _TOP_KEYS = ("on_unavailable", "devices")
 _DEVICE_KEYS = ("backends", "on_unavailable", "ops")
 _OP_KEYS = ("backends", "on_unavailable")
@@ -82,8 +86,10 @@ class Config:
             return Setting(_value(dev[key]), f"{where}: devices.{device}.{key}")
         if key in self.file:
             return Setting(_value(self.file[key]), f"{where}: {key}")
-        if key == "backends" and device in BUILTIN_BACKENDS:
-            return Setting(BUILTIN_BACKENDS[device], "built-in default")
+        if key == "backends":
+            builtin = BUILTIN_BACKENDS.get((device, op)) or BUILTIN_BACKENDS.get(device)
+            if builtin is not None:
+                return Setting(builtin, "built-in default")
         return Setting(default, "built-in default")
 
 

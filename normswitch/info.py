@@ -42,6 +42,8 @@ def collect() -> dict:
             per_device = {}
             for device in devices:
                 reason = REGISTRY.availability(name, device)
+                if reason is None and op not in backend.impls:
+                    reason = f"{name} has no {op} kernel"
                 detail = backend.details(op, device) if backend.details and reason is None else None
                 per_device[device] = {"available": reason is None, "reason": reason, "details": detail}
             entry["backends"][name] = per_device

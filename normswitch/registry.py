@@ -18,6 +18,7 @@ _MODULES = {
     "native": "normswitch.fallbacks",
     "triton": "normswitch.kernels.triton",
     "cuda": "normswitch.kernels.cuda",
+    "cpu": "normswitch.kernels.cpu",
 }
 
 
@@ -55,6 +56,8 @@ class Registry:
         self._plans: dict[tuple, Plan] = {}
         self._broken: dict[Call, set[str]] = {}
         self._reported: set[tuple[str, str, str, str]] = set()
+        self.fast: dict[tuple, tuple[tuple, Plan]] = {}
+        """``normswitch.fastpath`` keys of validated calls -> (plan key, plan)."""
         self.count_calls = False
 
     # -- backends and config -------------------------------------------------------------
@@ -84,6 +87,7 @@ class Registry:
         self.count_calls = False
         self._availability.clear()
         self._plans.clear()
+        self.fast.clear()
         self._broken.clear()
         self._reported.clear()
         if not keep_backends:
@@ -177,39 +181,60 @@ class Registry:
         features: tuple,
         args: tuple,
         forced: Optional[str] = None,
+        fast_key: Optional[tuple] = None,
     ) -> Any:
         """Run ``op`` on the first backend of its plan; on a fault, fall back (policy allowing).
 
-        ``features`` is a sorted tuple of names from ``normswitch.backend.FEATURES``.
+        ``features`` is a sorted tuple of names from ``normswitch.backend.FEATURES``; with
+        ``fast_key``, later calls with that key reuse the plan (``normswitch.fastpath``).
         """
-        dtype, n = x.dtype, x.shape[1]
-        key = (op, device, dtype, n, group_size, features, forced)
+        key = (op, device, x.dtype, x.shape[1], group_size, features, forced)
         plan = self._plans.get(key)
         if plan is None:
-            call = Call(op, device, dtype, n, frozenset(features), group_size)
+            call = Call(op, device, x.dtype, x.shape[1], frozenset(features), group_size)
             plan = self._plans[key] = self._make_plan(call, forced)
-        if len(plan.candidates) == 1:  # also every forced backend= plan
-            name, fn = plan.candidates[0]
+        if fast_key is not None:
+            self.fast[fast_key] = (key, plan)
+        return self.execute(key, plan, args)
+
+    def execute(self, key: tuple, plan: Plan, args: tuple) -> Any:
+        """Run a plan made for ``key``; a backend that raises is dropped from later plans."""
+        name, fn = plan.candidates[0]
+        if len(plan.candidates) == 1:  # also every forced backend= plan: errors propagate
             result = fn(*args)
-            if self.count_calls:
-                metrics.CALLS.labels(op, device, name).inc()
-            return result
-        for index, (name, fn) in enumerate(plan.candidates):
+        else:
             try:
                 result = fn(*args)
             except Exception as exc:
-                if plan.policy == "error" or index == len(plan.candidates) - 1:
-                    raise
-                nxt = plan.candidates[index + 1][0]
-                self._report(op, device, name, nxt, f"error: {type(exc).__name__}: {exc}")
-                self._broken.setdefault(plan.call, set()).add(name)
-                self._plans.pop(key, None)
-                metrics.mark_selected(op, device, nxt)
-                continue
-            if self.count_calls:
-                metrics.CALLS.labels(op, device, name).inc()
-            return result
-        raise AssertionError("unreachable: a plan always has a candidate")
+                return self._fall_back(key, plan, args, exc)
+        if self.count_calls:
+            metrics.CALLS.labels(key[0], key[1], name).inc()
+        return result
+
+    def _fall_back(self, key: tuple, plan: Plan, args: tuple, exc: Exception) -> Any:
+        """The first candidate raised ``exc``: report it, forget the plan, try the next ones."""
+        if plan.policy == "error":
+            raise exc
+        op, device = key[0], key[1]
+        self._plans.pop(key, None)
+        self.fast.clear()
+        for index, (name, fn) in enumerate(plan.candidates):
+            if index:
+                try:
+                    result = fn(*args)
+                except Exception as err:
+                    if index == len(plan.candidates) - 1:
+                        raise
+                    exc = err
+                else:
+                    if self.count_calls:
+                        metrics.CALLS.labels(op, device, name).inc()
+                    return result
+            nxt = plan.candidates[index + 1][0]
+            self._report(op, device, name, nxt, f"error: {type(exc).__name__}: {exc}")
+            self._broken.setdefault(plan.call, set()).add(name)
+            metrics.mark_selected(op, device, nxt)
+        raise AssertionError("unreachable: the last candidate returns or raises")
 
 
 REGISTRY = Registry()

@@ -10,6 +10,7 @@ import normswitch as ns
 from normswitch import fallbacks
 from normswitch.backend import Backend
 from normswitch.config import ConfigError
+from normswitch.kernels import cpu
 from normswitch.registry import REGISTRY, BackendUnavailableError
 
 
@@ -73,9 +74,13 @@ def served_by(calls, op="rms_norm"):
     return calls[-1][0] if calls else "native"
 
 
-def test_default_on_cpu_is_native():
+def test_default_on_cpu():
+    """LayerNorm runs native; RMSNorm runs the C++ kernels of backend cpu where they can be built."""
+    ns.layer_norm(X, W, W)
+    assert sample("normswitch_backend_selected", op="layer_norm", device="cpu", backend="native") == 1
     ns.rms_norm(X, W)
-    assert sample("normswitch_backend_selected", op="rms_norm", device="cpu", backend="native") == 1
+    rms = "cpu" if cpu.EXTENSION.problem() is None else "native"
+    assert sample("normswitch_backend_selected", op="rms_norm", device="cpu", backend=rms) == 1
 
 
 def test_precedence(backends, config_file, monkeypatch):

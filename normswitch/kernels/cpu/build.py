@@ -1,0 +1,73 @@
+"""How the CPU kernels (``csrc/``) are compiled: flags for this CPU's vector capability, the
+cache key, and the toolchain check. Built on first use, cached under ``$NORMSWITCH_CPU_CACHE``
+(default ``~/.cache/normswitch/cpu``), see ``normswitch.kernels.jit``."""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..jit import Extension
+
+_CAPABILITY_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"],
+    "AVX2": ["-mavx2", "-mfma", "-mf16c"],
+}
+
+
+def capability() -> str:
+    """The vector instruction set the kernels are built for: ATen's own choice on this CPU."""
+    found = torch.backends.cpu.get_cpu_capability()
+    if found.startswith("AVX512") and platform.machine() in ("x86_64", "AMD64"):
+        return "AVX512"
+    return "AVX2" if found == "AVX2" else "DEFAULT"
+
+
+def flags() -> dict:
+    cap = capability()
+    cflags = ["-O3", "-fopenmp", "-ffp-contract=off", f"-DCPU_CAPABILITY={cap}"]
+    if cap != "DEFAULT":
+        cflags += [f"-DCPU_CAPABILITY_{cap}", *_CAPABILITY_FLAGS[cap]]
+    return {"extra_cflags": cflags, "extra_ldflags": ["-fopenmp"]}
+
+
+def key() -> str:
+    return f"{torch.__version__}|{platform.machine()}|{capability()}"
+
+
+def build_env() -> dict:
+    """PATH plus this interpreter's scripts directory, where pip puts ninja in an inactive venv."""
+    scripts = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    return {"PATH": path if scripts in path.split(os.pathsep) else os.pathsep.join([path, scripts])}
+
+
+def toolchain_problem() -> Optional[str]:
+    """None when a build can be attempted (a C++ compiler and ninja), else why not."""
+    from torch.utils import cpp_extension
+
+    compiler = cpp_extension.get_cxx_compiler()
+    if shutil.which(compiler) is None:
+        return f"no C++ compiler: {compiler!r} not found (install g++, or set CXX)"
+    if shutil.which("ninja", path=build_env()["PATH"]) is None:
+        return "ninja is not installed (pip install ninja)"
+    return None
+
+
+EXTENSION = Extension(
+    prefix="normswitch_cpu",
+    csrc=Path(__file__).with_name("csrc"),
+    sources=("bindings.cpp", "rms_norm.cpp", "norm_gated.cpp"),
+    headers=("norms.h", "vec_io.h"),
+    cache_variable="NORMSWITCH_CPU_CACHE",
+    kind="cpu",
+    flags=flags,
+    key=key,
+    toolchain_problem=toolchain_problem,
+    build_env=build_env,
+)

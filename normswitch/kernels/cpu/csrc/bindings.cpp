@@ -1,0 +1,16 @@
+// Python bindings of the CPU kernels (the kernel contract of normswitch.backend).
+#include <torch/extension.h>
+
+#include "norms.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "normswitch CPU kernels: RMSNorm, fused add RMSNorm, gated group norm";
+  m.def("rms_norm", &normswitch_cpu::rms_norm, "RMSNorm of (M, N) x", py::arg("x"), py::arg("weight"),
+        py::arg("eps"), py::arg("weight_offset"), py::arg("out"));
+  m.def("fused_add_rms_norm", &normswitch_cpu::fused_add_rms_norm, "r = x + residual; (rms_norm(r), r)",
+        py::arg("x"), py::arg("residual"), py::arg("weight"), py::arg("eps"), py::arg("weight_offset"),
+        py::arg("inplace"));
+  m.def("norm_gated", &normswitch_cpu::norm_gated, "gated group LayerNorm/RMSNorm: (y, mean, rstd)",
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("z"), py::arg("eps"), py::arg("group_size"),
+        py::arg("norm_before_gate"), py::arg("is_rms_norm"), py::arg("out"));
+}
