@@ -32,22 +32,25 @@ _GATED_FEATURES = _table("bias", "gate_first", "grouped", "out", "rms", "strided
 
 
 def rms_norm(x: Tensor, weight: Optional[Tensor], eps: float, offset: float,
-             out: Optional[Tensor], backend: Optional[str]) -> Tensor:
+             out: Optional[Tensor], backend: Optional[str], fast_key: Optional[tuple] = None) -> Tensor:
     feats = _RMS_FEATURES[offset != 0.0, out is not None, _strided(x), weight is not None]
-    return REGISTRY.run("rms_norm", x, tensor_device_type(x), 0, feats, (x, weight, eps, offset, out), backend)
+    return REGISTRY.run("rms_norm", x, tensor_device_type(x), 0, feats, (x, weight, eps, offset, out), backend,
+                        fast_key)
 
 
 def fused_add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float, offset: float,
-                       inplace: bool, backend: Optional[str]) -> tuple[Tensor, Tensor]:
+                       inplace: bool, backend: Optional[str],
+                       fast_key: Optional[tuple] = None) -> tuple[Tensor, Tensor]:
     feats = _ADD_FEATURES[inplace, offset != 0.0, _strided(x) or _strided(residual)] + ("weight",)
     return REGISTRY.run("fused_add_rms_norm", x, tensor_device_type(x), 0, feats,
-                        (x, residual, weight, eps, offset, inplace), backend)
+                        (x, residual, weight, eps, offset, inplace), backend, fast_key)
 
 
 def layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
-               out: Optional[Tensor], backend: Optional[str]) -> Tensor:
+               out: Optional[Tensor], backend: Optional[str], fast_key: Optional[tuple] = None) -> Tensor:
     feats = _LN_FEATURES[bias is not None, out is not None, _strided(x), weight is not None]
-    return REGISTRY.run("layer_norm", x, tensor_device_type(x), 0, feats, (x, weight, bias, eps, out), backend)
+    return REGISTRY.run("layer_norm", x, tensor_device_type(x), 0, feats, (x, weight, bias, eps, out), backend,
+                        fast_key)
 
 
 def layer_norm_channels_first(x: Tensor, weight: Tensor, bias: Tensor, eps: float,

@@ -11,7 +11,9 @@ from typing import Optional
 import torch
 
 from . import checks, dispatch
+from .fastpath import INF, param_key, tracing
 from .library import traced
+from .registry import REGISTRY
 
 Tensor = torch.Tensor
 _ops = torch.ops.normswitch
@@ -50,6 +52,16 @@ def rms_norm(
     x: (..., N) float16/bfloat16/float32; weight: (N,) any float dtype or None. Returns x's
     shape and dtype (written into ``out`` when given). ``weight_offset=1.0`` is Gemma's RMSNorm.
     """
+    fast = None
+    if out is None and backend is None and type(x) is Tensor and type(eps) is float \
+            and type(weight_offset) is float and x.is_contiguous() and not tracing():
+        shape = x.shape
+        if len(shape) == 2 and shape[0]:
+            fast = ("rms_norm", x.dtype, x.device, shape[1], param_key(weight), 0.0 <= eps < INF,
+                    -INF < weight_offset < INF, weight_offset != 0.0)
+            found = REGISTRY.fast.get(fast)
+            if found is not None:
+                return REGISTRY.execute(*found, (x, weight, eps, weight_offset, None))
     checks.tensor("x", x)
     weight = checks.param("weight", weight, x.shape[-1], x)
     eps = checks.eps(eps)
@@ -62,7 +74,7 @@ def rms_norm(
     if traced(x):
         return _finish(_ops.rms_norm(x2, weight, eps, weight_offset, backend), x, out, False)
     o2 = None if out is None else _out_rows(out)
-    y = dispatch.rms_norm(x2, weight, eps, weight_offset, o2, backend)
+    y = dispatch.rms_norm(x2, weight, eps, weight_offset, o2, backend, fast)
     return _finish(y, x, out, o2 is not None)
 
 
@@ -81,6 +93,18 @@ def fused_add_rms_norm(
     x, residual: (..., N) of one shape; weight: (N,). With ``inplace=True`` the norm (x.dtype)
     is written into ``x`` and ``r`` into ``residual``, and those two tensors are returned.
     """
+    fast = None
+    if backend is None and type(x) is Tensor and type(residual) is Tensor and type(eps) is float \
+            and type(weight_offset) is float and x.is_contiguous() and residual.is_contiguous() \
+            and not tracing():
+        shape = x.shape
+        if len(shape) == 2 and shape[0] and residual.shape == shape:
+            fast = ("fused_add_rms_norm", x.dtype, x.device, shape[1], residual.dtype, residual.device,
+                    param_key(weight), 0.0 <= eps < INF, -INF < weight_offset < INF, weight_offset != 0.0,
+                    bool(inplace))
+            found = REGISTRY.fast.get(fast)
+            if found is not None:
+                return REGISTRY.execute(*found, (x, residual, weight, eps, weight_offset, bool(inplace)))
     checks.tensor("x", x)
     n = x.shape[-1]
     residual = checks.like("residual", residual, x)
@@ -100,9 +124,10 @@ def fused_add_rms_norm(
         residual.copy_(r.view(residual.shape))
         return x, residual
     if inplace and x.is_contiguous() and residual.is_contiguous():
-        dispatch.fused_add_rms_norm(x2, r2, weight, eps, weight_offset, True, backend)
+        dispatch.fused_add_rms_norm(x2, r2, weight, eps, weight_offset, True, backend, fast)
         return x, residual
-    y, r = dispatch.fused_add_rms_norm(x2, r2, weight, eps, weight_offset, False, backend)
+    y, r = dispatch.fused_add_rms_norm(x2, r2, weight, eps, weight_offset, False, backend,
+                                       None if inplace else fast)
     if x.dim() != 2:
         y, r = y.reshape(x.shape), r.reshape(residual.shape)
     if not inplace:
@@ -125,6 +150,16 @@ def layer_norm(
 
     x: (..., N) float16/bfloat16/float32; weight, bias: (N,) any float dtype or None.
     """
+    fast = None
+    if out is None and backend is None and type(x) is Tensor and type(eps) is float and x.is_contiguous() \
+            and not tracing():
+        shape = x.shape
+        if len(shape) == 2 and shape[0]:
+            fast = ("layer_norm", x.dtype, x.device, shape[1], param_key(weight), param_key(bias),
+                    0.0 <= eps < INF)
+            found = REGISTRY.fast.get(fast)
+            if found is not None:
+                return REGISTRY.execute(*found, (x, weight, bias, eps, None))
     checks.tensor("x", x)
     n = x.shape[-1]
     weight = checks.param("weight", weight, n, x)
@@ -138,7 +173,7 @@ def layer_norm(
     if traced(x):
         return _finish(_ops.layer_norm(x2, weight, bias, eps, backend), x, out, False)
     o2 = None if out is None else _out_rows(out)
-    y = dispatch.layer_norm(x2, weight, bias, eps, o2, backend)
+    y = dispatch.layer_norm(x2, weight, bias, eps, o2, backend, fast)
     return _finish(y, x, out, o2 is not None)
 
 
