@@ -1,5 +1,7 @@
-"""CPU benchmark of the native backend: normswitch ops vs the seeds' eager code, F.rms_norm /
-F.layer_norm and torch.compile of the seeds' code; plus the dispatch overhead at M = 1.
+"""CPU benchmark of normswitch's CPU path: the ops as selected by default on cpu (C++ kernels of
+backend ``cpu`` for RMSNorm, fused add RMSNorm and the gated norm; ``native`` for LayerNorm) and the
+native PyTorch backend, against the seeds' eager code, F.rms_norm / F.layer_norm and torch.compile
+of the seeds' code; plus the dispatch overhead of a public call at M = 1.
 
     python benchmarks/cpu_native.py [--out benchmarks/results/cpu-native.md] [--reps 30]
 """
@@ -17,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 import normswitch as ns
-from normswitch import fallbacks
 from normswitch.bench import seeds
+from normswitch.registry import REGISTRY
 
 SHAPES = ((1, 1280), (256, 1280), (4096, 1280), (4096, 4096))
 DTYPES = (torch.bfloat16, torch.float32)
@@ -43,13 +45,15 @@ def cases(m: int, n: int, dtype: torch.dtype):
     rms_c = torch.compile(seeds.rms_norm, dynamic=False)
     ln_c = torch.compile(seeds.layer_norm, dynamic=False)
     yield "rms_norm", {
-        "normswitch native": lambda: ns.rms_norm(x, w),
+        "normswitch": lambda: ns.rms_norm(x, w),
+        "normswitch native": lambda: ns.rms_norm(x, w, backend="native"),
         "seed eager (DeepseekV2RMSNorm)": lambda: seeds.rms_norm(x, w, 1e-6),
         "F.rms_norm": lambda: F.rms_norm(x, (n,), w, 1e-6),
         "torch.compile(seed)": lambda: rms_c(x, w, 1e-6),
     }
     yield "layer_norm", {
-        "normswitch native": lambda: ns.layer_norm(x, w, b),
+        "normswitch": lambda: ns.layer_norm(x, w, b),
+        "normswitch native": lambda: ns.layer_norm(x, w, b, backend="native"),
         "seed eager (LayerNormfp32)": lambda: seeds.layer_norm(x, w, b, 1e-5),
         "F.layer_norm": lambda: F.layer_norm(x, (n,), w, b, 1e-5),
         "torch.compile(seed)": lambda: ln_c(x, w, b, 1e-5),
@@ -64,7 +68,9 @@ def gated_cases(dtype: torch.dtype):
     for rms in (False, True):
         bias = None if rms else b
         yield f"norm_gated {'rms' if rms else 'ln'} (4096, 4096, g1024)", {
-            "normswitch native": lambda bias=bias, rms=rms: ns.norm_gated(x, w, bias, z, 1e-6, g, True, rms),
+            "normswitch": lambda bias=bias, rms=rms: ns.norm_gated(x, w, bias, z, 1e-6, g, True, rms),
+            "normswitch native": lambda bias=bias, rms=rms: ns.norm_gated(x, w, bias, z, 1e-6, g, True, rms,
+                                                                          backend="native"),
             "seed eager (_layer_norm_fwd port)": lambda bias=bias, rms=rms: seeds.norm_gated(
                 x, w, bias, z, 1e-6, g, True, rms),
             "torch.compile(seed)": lambda bias=bias, rms=rms: compiled(x, w, bias, z, 1e-6, g, True, rms),
@@ -72,9 +78,12 @@ def gated_cases(dtype: torch.dtype):
 
 
 def overhead_us(reps: int = 20000) -> dict[str, float]:
-    """Per-call time at M = 1 of the public op vs calling the native function directly."""
+    """Per-call time at M = 1 of the public op vs calling the selected backend's kernel directly."""
     x, w = torch.randn(1, 1280, dtype=torch.bfloat16), torch.randn(1280, dtype=torch.bfloat16)
-    fn = fallbacks.BACKEND.impls["rms_norm"]
+    ns.reset()
+    ns.rms_norm(x, w, 1e-6)
+    (_, plan), = REGISTRY.fast.values()
+    name, fn = plan.candidates[0]
 
     def per_call(f) -> float:
         for _ in range(200):
@@ -86,11 +95,11 @@ def overhead_us(reps: int = 20000) -> dict[str, float]:
                 f()
             best.append((time.perf_counter() - start) / (reps // 5) * 1e6)
         return min(best)
-    native = per_call(lambda: fn(x, w, 1e-6, 0.0, None))
+    kernel = per_call(lambda: fn(x, w, 1e-6, 0.0, None))
     public = per_call(lambda: ns.rms_norm(x, w, 1e-6))
     traced = per_call(lambda: torch.ops.normswitch.rms_norm(x, w, 1e-6, 0.0, None))
-    return {"native function": native, "normswitch.rms_norm": public, "torch.ops.normswitch.rms_norm": traced,
-            "overhead": public - native}
+    return {f"{name} kernel function": kernel, "normswitch.rms_norm": public,
+            "torch.ops.normswitch.rms_norm": traced, "overhead": public - kernel}
 
 
 def main() -> int:
@@ -101,7 +110,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    lines = [f"# normswitch native backend on CPU, {datetime.date.today()}", "",
+    lines = [f"# normswitch on CPU (default selection and native), {datetime.date.today()}", "",
              f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
              f"torch {torch.__version__}; python {platform.python_version()}. Median of {args.reps} runs, ms.", ""]
     for dtype in DTYPES:
@@ -109,9 +118,9 @@ def main() -> int:
         groups += list(gated_cases(dtype))
         for title, impls in groups:
             times = {name: median_ms(fn, args.reps) for name, fn in impls.items()}
-            ours = times["normswitch native"]
+            ours = times["normswitch"]
             seed = next(v for k, v in times.items() if k.startswith("seed"))
-            best = min(v for k, v in times.items() if k != "normswitch native")
+            best = min(v for k, v in times.items() if not k.startswith("normswitch"))
             row = " | ".join(f"{k} {v:.3f}" for k, v in times.items())
             line = (f"- {str(dtype).split('.')[-1]} {title}: {row} | **vs seed {seed / ours:.2f}x, "
                     f"vs best alternative {ours / best:.2f}x of its time**")

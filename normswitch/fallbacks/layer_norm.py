@@ -20,13 +20,15 @@ def _fp32_layer_norm(
 ) -> torch.Tensor:
     """``F.layer_norm`` over the last dim with float32 statistics and affine, rounded once."""
     n = (x.shape[-1],)
-    if x.dtype == torch.float32:
-        return F.layer_norm(x, n, _param(weight, x), _param(bias, x), eps)
-    on_cpu = x.device.type == "cpu"
-    if on_cpu and all(p is None or p.dtype == x.dtype for p in (weight, bias)):
-        # The CPU kernel computes 16-bit inputs and parameters in float32 and rounds once
-        # (bit-identical to passing float32 parameters), without converting them per call.
+    dtype = x.dtype
+    same = (weight is None or weight.dtype == dtype) and (bias is None or bias.dtype == dtype)
+    if same and (dtype == torch.float32 or x.is_cpu):
+        # float32, or CPU: the kernel computes 16-bit inputs and parameters in float32 and rounds
+        # once (bit-identical to passing float32 parameters), without converting them per call.
         return F.layer_norm(x, n, weight, bias, eps)
+    if dtype == torch.float32:
+        return F.layer_norm(x, n, _param(weight, x), _param(bias, x), eps)
+    on_cpu = x.is_cpu
     w = None if weight is None else weight.float()
     b = None if bias is None else bias.float()
     if on_cpu:
