@@ -89,6 +89,10 @@ def test_kernel_rejects_bad_arguments_itself():
         ext.rms_norm(x, torch.randn(63), 1e-6, 0.0, None)
     with pytest.raises(TypeError, match="x"):
         ext.rms_norm(x.double(), None, 1e-6, 0.0, None)
+    with pytest.raises(TypeError, match="weight"):
+        ext.rms_norm(x, torch.ones(64, dtype=torch.int32), 1e-6, 0.0, None)
+    with pytest.raises(ValueError, match=r"residual: expected shape \(4, 64\), got \(4, 63\)"):
+        ext.fused_add_rms_norm(x, torch.randn(4, 63), torch.randn(64), 1e-6, 0.0, False)
     with pytest.raises(ValueError, match="group_size"):
         ext.norm_gated(x, torch.randn(64), None, None, 1e-6, 48, True, False, None)
 

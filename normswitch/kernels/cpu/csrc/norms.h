@@ -1,11 +1,12 @@
 // Shared declarations of the CPU kernels: argument checks, float32 parameters, the ops.
 #pragma once
 
-#include <ATen/Dispatch.h>
+#include <c10/core/ScalarType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -17,20 +18,64 @@ namespace normswitch_cpu {
 // Rows per task: about this many elements, so tiny inputs stay on the calling thread.
 constexpr int64_t kParallelGrain = 16384;
 
+// Argument errors: std::invalid_argument reaches Python as ValueError, TypeError as TypeError
+// (bindings.cpp). Messages are built without iostreams: an extension's own iostream code can
+// crash when the process loaded an older libstdc++ than the compiler's (seen on a device image).
+struct TypeError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+inline std::string shape_str(at::IntArrayRef sizes) {
+  std::string s = "(";
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    s += (i ? ", " : "") + std::to_string(sizes[i]);
+  }
+  return s + (sizes.size() == 1 ? ",)" : ")");
+}
+
+inline void require_value(bool ok, const std::string& message) {
+  if (!ok) {
+    throw std::invalid_argument(message);
+  }
+}
+
+inline void require_type(bool ok, const std::string& message) {
+  if (!ok) {
+    throw TypeError(message);
+  }
+}
+
 // x: a 2-D CPU tensor of float32/bfloat16/float16 with unit stride along N.
 inline void check_rows(const char* name, const at::Tensor& x) {
-  TORCH_CHECK_VALUE(x.device().is_cpu() && x.dim() == 2 && (x.stride(1) == 1 || x.size(1) == 1),
-                    name, ": expected a 2-D CPU tensor with unit stride along the last dim");
+  require_value(x.device().is_cpu() && x.dim() == 2 && (x.stride(1) == 1 || x.size(1) == 1),
+                std::string(name) + ": expected a 2-D CPU tensor with unit stride along the last dim");
   const auto t = x.scalar_type();
-  TORCH_CHECK_TYPE(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf, name,
-                   ": expected float32, bfloat16 or float16, got ", t);
+  require_type(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf,
+               std::string(name) + ": expected float32, bfloat16 or float16, got " + c10::toString(t));
 }
 
 inline void check_rows_like(const char* name, const at::Tensor& t, const at::Tensor& x) {
   check_rows(name, t);
-  TORCH_CHECK_VALUE(t.sizes() == x.sizes(), name, ": expected shape ", x.sizes(), ", got ", t.sizes());
-  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), name, ": expected dtype ", x.scalar_type(), ", got ",
-                   t.scalar_type());
+  require_value(t.sizes() == x.sizes(),
+                std::string(name) + ": expected shape " + shape_str(x.sizes()) + ", got " + shape_str(t.sizes()));
+  require_type(t.scalar_type() == x.scalar_type(), std::string(name) + ": expected dtype " +
+                                                       c10::toString(x.scalar_type()) + ", got " +
+                                                       c10::toString(t.scalar_type()));
+}
+
+// Calls f(T{}) with T the C++ type of a float32, bfloat16 or float16 dtype.
+template <typename F>
+inline void dispatch_float(at::ScalarType t, F&& f, const char* name = "x") {
+  switch (t) {
+    case at::kFloat:
+      return f(float{});
+    case at::kBFloat16:
+      return f(c10::BFloat16{});
+    case at::kHalf:
+      return f(c10::Half{});
+    default:
+      throw TypeError(std::string(name) + ": expected float32, bfloat16 or float16, got " + c10::toString(t));
+  }
 }
 
 // A (N,) parameter of any float dtype read as float32, plus an offset; empty when absent.
@@ -41,31 +86,22 @@ inline std::vector<float> float_param(const char* name, const std::optional<at::
     return out;
   }
   const at::Tensor& t = *p;
-  TORCH_CHECK_VALUE(t.device().is_cpu() && t.dim() == 1 && t.size(0) == n && t.is_contiguous(), name,
-                    ": expected a contiguous (", n, ",) CPU tensor, got shape ", t.sizes());
+  require_value(t.device().is_cpu() && t.dim() == 1 && t.size(0) == n && t.is_contiguous(),
+                std::string(name) + ": expected a contiguous (" + std::to_string(n) + ",) CPU tensor, got shape " +
+                    shape_str(t.sizes()));
   out.resize(n);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, t.scalar_type(), "normswitch_cpu_param", [&] {
-    const scalar_t* src = t.const_data_ptr<scalar_t>();
+  const auto fill = [&](auto tag) {
+    const auto* src = t.const_data_ptr<decltype(tag)>();
     for (int64_t i = 0; i < n; ++i) {
       out[i] = static_cast<float>(src[i]) + offset;
     }
-  });
-  return out;
-}
-
-// Calls f(T{}) with T the C++ type of a float32, bfloat16 or float16 dtype.
-template <typename F>
-inline void dispatch_float(at::ScalarType t, F&& f) {
-  switch (t) {
-    case at::kFloat:
-      return f(float{});
-    case at::kBFloat16:
-      return f(c10::BFloat16{});
-    case at::kHalf:
-      return f(c10::Half{});
-    default:
-      TORCH_CHECK_TYPE(false, "x: expected float32, bfloat16 or float16, got ", t);
+  };
+  if (t.scalar_type() == at::kDouble) {
+    fill(double{});
+  } else {
+    dispatch_float(t.scalar_type(), fill, name);
   }
+  return out;
 }
 
 inline const float* data_or_null(const std::vector<float>& v) {
