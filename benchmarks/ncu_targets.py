@@ -4,7 +4,11 @@ Every (op, shape, implementation) is warmed up (compiled) first; then each runs 
 NVTX range named ``op MxN impl``. Run under ncu with ``--profile-from-start off --nvtx``:
 
     ncu --clock-control none --profile-from-start off --nvtx --section SpeedOfLight ... \\
-        -o prof python3 benchmarks/ncu_targets.py
+        -o prof python3 benchmarks/ncu_targets.py [decode]
+
+``decode`` profiles the small-M set instead (ours vs Liger/FLA where they were faster at M <= 64);
+``decode warm`` runs each kernel once more right before its profiled launch, so that with
+``--cache-control none`` its code and data are in L2 as in a decode step.
 """
 from __future__ import annotations
 
@@ -24,12 +28,19 @@ TARGETS = [
     ("norm_gated", 32768, 8192, None, ("triton", "fla")),
     ("rms_norm", 1, 4096, None, ("triton", "cuda")),
 ]
+DECODE_TARGETS = [
+    ("rms_norm", 1, 4096, None, ("triton", "liger")),
+    ("rms_norm", 64, 4096, None, ("triton", "liger")),
+    ("rms_norm", 64, 1024, None, ("triton", "liger")),
+    ("fused_add_rms_norm", 64, 4096, None, ("triton", "liger")),
+    ("norm_gated", 64, 4096, None, ("triton", "fla")),
+]
 
 
 def main() -> int:
     gen = torch.Generator(device="cuda").manual_seed(0)
     runs = []
-    for op, m, n, g, impls in TARGETS:
+    for op, m, n, g, impls in DECODE_TARGETS if sys.argv[1:2] == ["decode"] else TARGETS:
         case = make_case(op, m, n, g, torch.bfloat16, "cuda", gen)
         for impl in impls:
             try:
@@ -43,14 +54,18 @@ def main() -> int:
     dst = torch.empty_like(src)
     runs.append(("copy 32768x4096 torch", lambda: dst.copy_(src), None))
     torch.cuda.synchronize()
-    torch.cuda.profiler.start()
+    warm = sys.argv[2:3] == ["warm"]
     for label, fn, _ in runs:
+        if warm:
+            fn()
+            torch.cuda.synchronize()
+        torch.cuda.profiler.start()
         torch.cuda.nvtx.range_push(label)
         fn()
         torch.cuda.nvtx.range_pop()
         torch.cuda.synchronize()
+        torch.cuda.profiler.stop()
         print("profiled", label, flush=True)
-    torch.cuda.profiler.stop()
     return 0
 
 
