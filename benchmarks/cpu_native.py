@@ -4,11 +4,17 @@ native PyTorch backend, against the seeds' eager code, F.rms_norm / F.layer_norm
 of the seeds' code; plus the dispatch overhead of a public call at M = 1.
 
     python benchmarks/cpu_native.py [--out benchmarks/results/cpu-native.md] [--reps 30]
+
+By default it re-runs itself with glibc's malloc told to keep large blocks on the heap
+(MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_): otherwise every allocation above 32 MB is a fresh
+mmap whose page faults (about 12 ms per 32 MB here) swamp the kernels being compared.
+``--page-faults`` measures with glibc's defaults instead.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import statistics
 import sys
@@ -107,12 +113,18 @@ def main() -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--page-faults", action="store_true", help="keep glibc's default malloc thresholds")
     args = ap.parse_args()
+    if not args.page_faults and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 34), "MALLOC_TRIM_THRESHOLD_": str(1 << 34)}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     if args.threads:
         torch.set_num_threads(args.threads)
     lines = [f"# normswitch on CPU (default selection and native), {datetime.date.today()}", "",
              f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
-             f"torch {torch.__version__}; python {platform.python_version()}. Median of {args.reps} runs, ms.", ""]
+             f"torch {torch.__version__}; python {platform.python_version()}. Median of {args.reps} runs, ms. "
+             f"malloc: {'glibc defaults (page faults per call above 32 MB)' if args.page_faults else 'large blocks kept on the heap'}.",
+             ""]
     for dtype in DTYPES:
         groups = [(f"{op} ({m}, {n})", impls) for m, n in SHAPES for op, impls in cases(m, n, dtype)]
         groups += list(gated_cases(dtype))
