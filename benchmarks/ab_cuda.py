@@ -89,7 +89,7 @@ def main() -> None:
         ref = (ref[0] if isinstance(ref, tuple) else ref).float().clone()
         cells = [f"{graph_us(tri):7.2f}"]
         for v, mod in mods.items():
-            build._module = mod
+            build.EXTENSION.module = mod
             fn = IMPLS[op]["cuda"](case)
             out = fn()
             out = (out[0] if isinstance(out, tuple) else out).float()

@@ -67,7 +67,10 @@ class Extension:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     module: Optional[ModuleType] = None
     """The loaded extension, once :meth:`load` succeeded."""
-    _failure: Optional[str] = None
+    error: type = BuildError
+    """The exception class raised when the extension cannot be built or loaded."""
+    failure: Optional[str] = None
+    """Why the last build failed (remembered for the process), or None."""
 
     def source_hash(self) -> str:
         """SHA-256 over the names and contents of every source and header."""
@@ -84,8 +87,8 @@ class Extension:
 
     def problem(self) -> Optional[str]:
         """Why the extension cannot be used (toolchain missing, earlier failure), or None."""
-        if self._failure is not None:
-            return self._failure
+        if self.failure is not None:
+            return self.failure
         if self.module is not None:
             return None
         return self.toolchain_problem()
@@ -97,18 +100,18 @@ class Extension:
         with self._lock:
             if self.module is not None:
                 return self.module
-            if self._failure is not None:
-                raise BuildError(self._failure)
+            if self.failure is not None:
+                raise self.error(self.failure)
             reason = self.toolchain_problem()
             if reason is not None:
-                self._failure = reason
-                raise BuildError(reason)
+                self.failure = reason
+                raise self.error(reason)
             try:
                 self.module = self._build_or_load(self.name())
             except Exception as exc:
-                self._failure = f"compile failed: {type(exc).__name__}: {str(exc).strip()[-1500:]}"
-                log.warning("normswitch %s: %s", self.kind, self._failure)
-                raise BuildError(self._failure) from exc
+                self.failure = f"compile failed: {type(exc).__name__}: {str(exc).strip()[-1500:]}"
+                log.warning("normswitch %s: %s", self.kind, self.failure)
+                raise self.error(self.failure) from exc
             return self.module
 
     def _build_or_load(self, name: str) -> ModuleType:
@@ -146,4 +149,4 @@ class Extension:
         """Forget the loaded module and any remembered failure (tests)."""
         with self._lock:
             self.module = None
-            self._failure = None
+            self.failure = None

@@ -101,7 +101,7 @@ def test_build_failure_falls_back_to_native(monkeypatch, caplog):
     """A compile that fails makes the registry fall back to native: one warning, same numbers."""
     ns.reset()
     monkeypatch.setattr(cpu.EXTENSION, "module", None)
-    monkeypatch.setattr(cpu.EXTENSION, "_failure", None)
+    monkeypatch.setattr(cpu.EXTENSION, "failure", None)
     monkeypatch.setattr(cpu.EXTENSION, "key", lambda: "broken-for-test")
     monkeypatch.setattr(cpu.EXTENSION, "flags", lambda: {"extra_cflags": ["-DNORMSWITCH_NO_SUCH_FLAG", "-x", "nonsense"]})
     x, w = nm.rand((3, 64), torch.float32, DEV), torch.randn(64)

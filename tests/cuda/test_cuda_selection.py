@@ -86,7 +86,7 @@ def test_import_is_cheap_and_reports_why_unavailable():
     assert "ROCm" in cuda.BACKEND.availability("rocm")
     if torch.version.cuda is None:
         assert "CPU-only" in cuda.BACKEND.availability("cuda")
-    assert build._module is None  # nothing compiled at import or availability time
+    assert build.EXTENSION.module is None  # nothing compiled at import or availability time
 
 
 def test_import_failure_of_providers(monkeypatch, gpu_like):
