@@ -5,14 +5,7 @@
 # Writes at most 7 files under $OUT. Usage: bash benchmarks/device_profile.sh [total seconds]
 set -o pipefail
 BUDGET=${1:-570}
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+. "$(dirname "$0")/device_env.sh"
 export NORMSWITCH_CUDA_CACHE=${NORMSWITCH_CUDA_CACHE:-/tmp/ns-cuda-cache}
 LOG=$OUT/run.log
 left() { echo $((BUDGET - SECONDS)); }
