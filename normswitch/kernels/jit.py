@@ -24,6 +24,10 @@ from typing import Callable, Optional
 
 log = logging.getLogger("normswitch")
 
+COMMON = Path(__file__).with_name("common")
+"""Headers shared by every extension (``ext_errors.h``, ``ext_bindings.h``), on the include path."""
+COMMON_HEADERS = ("ext_errors.h", "ext_bindings.h")
+
 
 class BuildError(RuntimeError):
     """The extension cannot be built or loaded here; the message says why."""
@@ -75,9 +79,10 @@ class Extension:
     def source_hash(self) -> str:
         """SHA-256 over the names and contents of every source and header."""
         h = hashlib.sha256()
-        for name in (*self.sources, *self.headers):
-            h.update(name.encode())
-            h.update((self.csrc / name).read_bytes())
+        files = [self.csrc / n for n in (*self.sources, *self.headers)] + [COMMON / n for n in COMMON_HEADERS]
+        for path in files:
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
         return h.hexdigest()
 
     def name(self) -> str:
@@ -131,7 +136,8 @@ class Extension:
         os.environ.update(self.build_env())
         try:
             module = cpp_extension.load(name=name, sources=[str(self.csrc / s) for s in self.sources],
-                                        extra_include_paths=[str(self.csrc)], build_directory=str(work),
+                                        extra_include_paths=[str(self.csrc), str(COMMON)],
+                                        build_directory=str(work),
                                         verbose=False, **self.flags())
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(work / f"{name}.so", final)

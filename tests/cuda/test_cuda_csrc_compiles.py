@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from normswitch.kernels import jit
 from normswitch.kernels.cuda import build
 
 
@@ -45,7 +46,7 @@ def test_bindings_syntax(tmp_path):
     (stub / "cuda_cmake_macros.h").write_text("#pragma once\n")
     cuda_include = Path(NVCC).resolve().parent.parent / "include"
     cmd = ["g++", "-std=c++17", "-fsyntax-only", "-DTORCH_EXTENSION_NAME=normswitch_check",
-           f"-I{tmp_path}", *(f"-I{p}" for p in include_paths()),
+           f"-I{tmp_path}", f"-I{jit.COMMON}", *(f"-I{p}" for p in include_paths()),
            f"-I{cuda_include}", "-I/usr/local/cuda/include",
            f"-I{sysconfig.get_paths()['include']}", str(build.CSRC / "bindings.cpp")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

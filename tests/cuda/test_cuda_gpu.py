@@ -227,3 +227,14 @@ def test_torch_compile_fullgraph():
     compiled = torch.compile(_all_ops, fullgraph=True)
     for e, g in zip(_all_ops(*args), compiled(*args)):
         assert torch.equal(e, g)
+
+
+def test_kernel_argument_errors_are_python_exceptions():
+    """Called directly, the bindings raise ValueError/TypeError (built without iostreams)."""
+    ext = build.load()
+    x = torch.randn(2, 4, 8, device=DEV)
+    w = torch.randn(4, device=DEV)
+    with pytest.raises(ValueError, match="weight must be a contiguous CUDA vector of size 4"):
+        ext.channels_first(x, torch.randn(3, device=DEV), w, torch.empty_like(x), 1e-6)
+    with pytest.raises(TypeError, match="unsupported dtype"):
+        ext.row_norm_plan(torch.zeros(2, 8, device=DEV, dtype=torch.int32), 8)

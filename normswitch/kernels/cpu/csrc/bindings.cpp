@@ -1,30 +1,8 @@
 // Python bindings of the CPU kernels (the kernel contract of normswitch.backend).
-#include <torch/extension.h>
-
-#include <stdexcept>
-#include <utility>
-
+#include "ext_bindings.h"
 #include "norms.h"
 
-namespace {
-
-// Wraps a kernel so that its errors reach Python through pybind11's own translation, whatever
-// translators the running torch registered: std::invalid_argument as ValueError, TypeError as
-// TypeError, torch's errors as RuntimeError without C++ backtraces.
-template <typename R, typename... A>
-auto guarded(R (*f)(A...)) {
-  return [f](A... a) -> R {
-    try {
-      return f(std::forward<A>(a)...);
-    } catch (const normswitch_cpu::TypeError& e) {
-      throw py::type_error(e.what());
-    } catch (const c10::Error& e) {
-      throw std::runtime_error(e.what_without_backtrace());
-    }
-  };
-}
-
-}  // namespace
+using normswitch_ext::guarded;
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "normswitch CPU kernels: RMSNorm, fused add RMSNorm, gated group norm";

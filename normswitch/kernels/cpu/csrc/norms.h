@@ -11,6 +11,7 @@
 #include <tuple>
 #include <vector>
 
+#include "ext_errors.h"
 #include "vec_io.h"
 
 namespace normswitch_cpu {
@@ -18,32 +19,10 @@ namespace normswitch_cpu {
 // Rows per task: about this many elements, so tiny inputs stay on the calling thread.
 constexpr int64_t kParallelGrain = 16384;
 
-// Argument errors: std::invalid_argument reaches Python as ValueError, TypeError as TypeError
-// (bindings.cpp). Messages are built without iostreams: an extension's own iostream code can
-// crash when the process loaded an older libstdc++ than the compiler's (seen on a device image).
-struct TypeError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-inline std::string shape_str(at::IntArrayRef sizes) {
-  std::string s = "(";
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    s += (i ? ", " : "") + std::to_string(sizes[i]);
-  }
-  return s + (sizes.size() == 1 ? ",)" : ")");
-}
-
-inline void require_value(bool ok, const std::string& message) {
-  if (!ok) {
-    throw std::invalid_argument(message);
-  }
-}
-
-inline void require_type(bool ok, const std::string& message) {
-  if (!ok) {
-    throw TypeError(message);
-  }
-}
+using normswitch_ext::require_type;
+using normswitch_ext::require_value;
+using normswitch_ext::shape_str;
+using normswitch_ext::TypeError;
 
 // x: a 2-D CPU tensor of float32/bfloat16/float16 with unit stride along N.
 inline void check_rows(const char* name, const at::Tensor& x) {
