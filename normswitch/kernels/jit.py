@@ -14,6 +14,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -42,6 +43,21 @@ def cache_root(variable: str, kind: str) -> Path:
     return Path(base) / "normswitch" / kind
 
 
+def tool_path() -> str:
+    """PATH plus this interpreter's scripts directory, where pip puts ninja in a venv that is used
+    without being activated; builds run with it."""
+    scripts = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    return path if scripts in path.split(os.pathsep) else os.pathsep.join([path, scripts])
+
+
+def ninja_problem() -> Optional[str]:
+    """None when ninja can run a build, else why not."""
+    if shutil.which("ninja", path=tool_path()) is None:
+        return "ninja is not installed (pip install ninja)"
+    return None
+
+
 def _import(name: str, path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -67,7 +83,7 @@ class Extension:
     """What besides the sources decides the binary (torch version, capability, arch)."""
     toolchain_problem: Callable[[], Optional[str]]
     build_env: Callable[[], dict] = dict
-    """Environment variables set while compiling (e.g. PATH, TORCH_CUDA_ARCH_LIST)."""
+    """Environment variables set while compiling besides PATH (e.g. TORCH_CUDA_ARCH_LIST)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     module: Optional[ModuleType] = None
     """The loaded extension, once :meth:`load` succeeded."""
@@ -132,8 +148,9 @@ class Extension:
         root.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=root))
         log.info("normswitch %s: compiling %s (first use; cached afterwards in %s)", self.kind, name, root)
-        saved = {k: os.environ.get(k) for k in self.build_env()}
-        os.environ.update(self.build_env())
+        env = {"PATH": tool_path(), **self.build_env()}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         try:
             module = cpp_extension.load(name=name, sources=[str(self.csrc / s) for s in self.sources],
                                         extra_include_paths=[str(self.csrc), str(COMMON)],

@@ -3,16 +3,14 @@ cache key, and the toolchain check. Built on first use, cached under ``$NORMSWIT
 (default ``~/.cache/normswitch/cpu``), see ``normswitch.kernels.jit``."""
 from __future__ import annotations
 
-import os
 import platform
 import shutil
-import sys
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from ..jit import Extension
+from ..jit import Extension, ninja_problem
 
 _CAPABILITY_FLAGS = {
     "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"],
@@ -40,13 +38,6 @@ def key() -> str:
     return f"{torch.__version__}|{platform.machine()}|{capability()}"
 
 
-def build_env() -> dict:
-    """PATH plus this interpreter's scripts directory, where pip puts ninja in an inactive venv."""
-    scripts = str(Path(sys.executable).parent)
-    path = os.environ.get("PATH", "")
-    return {"PATH": path if scripts in path.split(os.pathsep) else os.pathsep.join([path, scripts])}
-
-
 def toolchain_problem() -> Optional[str]:
     """None when a build can be attempted (a C++ compiler and ninja), else why not."""
     from torch.utils import cpp_extension
@@ -54,9 +45,7 @@ def toolchain_problem() -> Optional[str]:
     compiler = cpp_extension.get_cxx_compiler()
     if shutil.which(compiler) is None:
         return f"no C++ compiler: {compiler!r} not found (install g++, or set CXX)"
-    if shutil.which("ninja", path=build_env()["PATH"]) is None:
-        return "ninja is not installed (pip install ninja)"
-    return None
+    return ninja_problem()
 
 
 EXTENSION = Extension(
@@ -69,5 +58,4 @@ EXTENSION = Extension(
     flags=flags,
     key=key,
     toolchain_problem=toolchain_problem,
-    build_env=build_env,
 )

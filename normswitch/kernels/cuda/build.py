@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from ..jit import BuildError, Extension
+from ..jit import BuildError, Extension, ninja_problem
 
 CSRC = Path(__file__).with_name("csrc")
 SOURCES = ("bindings.cpp", "row_norm.cu", "row_norm_f32.cu", "row_norm_f16.cu", "row_norm_bf16.cu",
@@ -45,9 +45,7 @@ def toolchain_problem() -> Optional[str]:
         Path(cpp_extension.CUDA_HOME, "bin", "nvcc").exists() or shutil.which("nvcc")
     ):
         return "no CUDA compiler: nvcc not found (set CUDA_HOME)"
-    if not cpp_extension.is_ninja_available():
-        return "ninja is not installed (pip install ninja)"
-    return None
+    return ninja_problem()
 
 
 def _build_problem() -> Optional[str]:
