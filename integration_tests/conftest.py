@@ -17,7 +17,7 @@ from typing import Optional
 import pytest
 
 from normswitch.demo import vision_dtype
-from normswitch.demo_model import build_checkpoint
+from normswitch.demo.checkpoint import build_checkpoint
 from normswitch.kernels import cpu
 
 REPO = Path(__file__).resolve().parent.parent

@@ -74,7 +74,7 @@ def meaningful_dummy_weights(scale: float = 0.1, seed: int = 0) -> Iterator[None
 def _prompt(kind: str) -> dict:
     if kind == "text":
         return {"prompt": PROMPT_TEXT}
-    from normswitch.demo_model import OCR_PROMPT, make_image
+    from normswitch.demo.checkpoint import OCR_PROMPT, make_image
 
     return {"prompt": OCR_PROMPT, "multi_modal_data": {"image": make_image()}}
 

@@ -7,7 +7,7 @@ from .conftest import RMS_BACKEND, delta, engine_env, run_engine
 
 pytestmark = pytest.mark.slow
 MAX_TOKENS = 4
-NORMSWITCH_RMSNORM = "normswitch.plugin.vllm_layers.NormswitchRMSNorm"
+NORMSWITCH_RMSNORM = "normswitch.plugin.vllm.layers.NormswitchRMSNorm"
 
 
 def test_text_prompt_decoder_norms_served_by_normswitch(checkpoint, tmp_path):

@@ -18,7 +18,7 @@ from normswitch.demo import (
     vision_dtype,
     wait_for_calls,
 )
-from normswitch.demo_model import make_image
+from normswitch.demo.checkpoint import make_image
 
 from .conftest import engine_env
 

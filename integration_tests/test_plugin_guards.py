@@ -31,16 +31,16 @@ def test_failing_hook_is_logged_and_skipped(fresh_results, monkeypatch, caplog):
 def test_layer_replaced_by_another_plugin_is_left_alone(monkeypatch):
     from vllm.model_executor import custom_op
 
-    from normswitch.plugin import vllm_layers
+    from normswitch.plugin.vllm import layers
 
     class Other(custom_op.CustomOp):
         pass
 
     monkeypatch.setattr(custom_op, "op_registry_oot", {"RMSNorm": Other})
-    skipped = vllm_layers.register_layers()
+    skipped = layers.register_layers()
     assert list(skipped) == ["RMSNorm"] and "Other" in skipped["RMSNorm"]
     assert custom_op.op_registry_oot["RMSNorm"] is Other
-    assert custom_op.op_registry_oot["LayerNorm"] is vllm_layers.NormswitchLayerNorm
+    assert custom_op.op_registry_oot["LayerNorm"] is layers.NormswitchLayerNorm
 
 
 def test_vllm_without_ir_is_reported(monkeypatch):

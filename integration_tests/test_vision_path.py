@@ -45,7 +45,7 @@ def test_image_prompt_every_norm_served_by_normswitch(dtype, checkpoint, tmp_pat
                  backend="native") == len(norms_2d)
 
     decoder = _of(result["modules"], "language_model.")
-    assert decoder and set(decoder.values()) == {"normswitch.plugin.vllm_layers.NormswitchRMSNorm"}
+    assert decoder and set(decoder.values()) == {"normswitch.plugin.vllm.layers.NormswitchRMSNorm"}
     served = sum(delta(result, "normswitch_calls_total", op=op, device="cpu", backend=RMS_BACKEND)
                  for op in ("rms_norm", "fused_add_rms_norm"))
     assert served == len(decoder) * MAX_TOKENS  # every decoder norm, every forward step

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from normswitch.plugin import vllm_ir, vllm_layers
+from normswitch.plugin.vllm import ir as plugin_ir
+from normswitch.plugin.vllm import layers as plugin_layers
 
 BF16_TOL = {"atol": 2e-2, "rtol": 2e-2}
 
@@ -17,7 +18,7 @@ def layers(monkeypatch):
     from vllm.model_executor.layers import layernorm
 
     monkeypatch.setattr(custom_op, "op_registry_oot", {})
-    assert vllm_layers.register_layers() == {}
+    assert plugin_layers.register_layers() == {}
     config = VllmConfig(compilation_config=CompilationConfig(custom_ops=["all"]))
     with set_current_vllm_config(config):
         yield layernorm
@@ -35,7 +36,7 @@ def _rand(*shape):
 
 def test_rms_norm_with_and_without_residual(layers):
     layer = layers.RMSNorm(256, eps=1e-6, dtype=torch.bfloat16)
-    _served(layer, vllm_layers.NormswitchRMSNorm)
+    _served(layer, plugin_layers.NormswitchRMSNorm)
     layer.weight.data = 1 + _rand(256) * 0.1
     x, res = _rand(5, 256), _rand(5, 256)
     torch.testing.assert_close(layer(x), layer.forward_native(x), **BF16_TOL)
@@ -53,7 +54,7 @@ def test_rms_norm_variance_override_left_to_vllm(layers):
 
 def test_gemma_rms_norm(layers):
     layer = layers.GemmaRMSNorm(128)
-    _served(layer, vllm_layers.NormswitchGemmaRMSNorm)
+    _served(layer, plugin_layers.NormswitchGemmaRMSNorm)
     layer.weight.data = _rand(128).float() * 0.1
     x, res = _rand(4, 128), _rand(4, 128)
     torch.testing.assert_close(layer(x), layer.forward_native(x), **BF16_TOL)
@@ -65,7 +66,7 @@ def test_gemma_rms_norm(layers):
 
 def test_layer_norm(layers):
     layer = layers.LayerNorm(192, eps=1e-5, dtype=torch.bfloat16)
-    _served(layer, vllm_layers.NormswitchLayerNorm)
+    _served(layer, plugin_layers.NormswitchLayerNorm)
     layer.weight.data, layer.bias.data = 1 + _rand(192) * 0.1, _rand(192) * 0.1
     x = _rand(2, 3, 192)
     torch.testing.assert_close(layer(x), layer.forward_native(x), **BF16_TOL)
@@ -76,7 +77,7 @@ def test_layer_norm(layers):
 def test_rms_norm_gated(layers, norm_before_gate, group_size):
     layer = layers.RMSNormGated(256, eps=1e-5, group_size=group_size,
                                 norm_before_gate=norm_before_gate, dtype=torch.bfloat16)
-    _served(layer, vllm_layers.NormswitchRMSNormGated)
+    _served(layer, plugin_layers.NormswitchRMSNormGated)
     layer.weight.data = 1 + _rand(256) * 0.1
     x, z = _rand(6, 256), _rand(6, 256)
     torch.testing.assert_close(layer(x, z), layer.forward_native(x, z), **BF16_TOL)
@@ -86,14 +87,14 @@ def test_rms_norm_gated(layers, norm_before_gate, group_size):
 def test_ir_providers_match_native():
     from vllm import ir
 
-    vllm_ir.register_ir_providers()
+    plugin_ir.register_ir_providers()
     x, res, w = _rand(7, 128), _rand(7, 128), 1 + _rand(128) * 0.1
     for op, args in ((ir.ops.rms_norm, (x, w, 1e-6)), (ir.ops.fused_add_rms_norm, (x, res, w, 1e-6))):
-        assert op.impls[vllm_ir.PROVIDER].supports_args(*args)
-        with op.set_priority([vllm_ir.PROVIDER, "native"]):
+        assert op.impls[plugin_ir.PROVIDER].supports_args(*args)
+        with op.set_priority([plugin_ir.PROVIDER, "native"]):
             got = op(*args)
-            assert op.dispatch(*args).provider == vllm_ir.PROVIDER
+            assert op.dispatch(*args).provider == plugin_ir.PROVIDER
         with op.set_priority(["native"]):
             want = op(*args)
         torch.testing.assert_close(got, want, **BF16_TOL)
-    assert not ir.ops.rms_norm.impls[vllm_ir.PROVIDER].supports_args(x, w, 1e-6, 64)
+    assert not ir.ops.rms_norm.impls[plugin_ir.PROVIDER].supports_args(x, w, 1e-6, 64)

@@ -16,7 +16,7 @@ def call():
 """
 
 
-def test_without_plugin_sglang_gated_norm_fails_on_cpu_and_enable_fixes_it():
+def test_without_plugin_the_fla_gated_norm_of_sglang_fails_on_cpu_and_enable_fixes_it():
     code = GATED_CALL + """
 try:
     call()

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 
 from normswitch.modules import LayerNormFP32
 
-from .sglang_hooks import GATED_HOOKS, LAYER_HOOKS
+from .hooks import GATED_HOOKS, LAYER_HOOKS
 
 log = logging.getLogger(__name__)
 

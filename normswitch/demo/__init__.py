@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-from .demo_model import build_checkpoint, image_data_url, make_image
+from .checkpoint import build_checkpoint, image_data_url, make_image
 
 MODEL_NAME = "deepseek-ocr-tiny"
 OCR_INSTRUCTION = "Free OCR."

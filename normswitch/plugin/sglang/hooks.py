@@ -15,7 +15,7 @@ import torch
 
 from normswitch import ops
 
-from . import sglang_gated as gated
+from . import gated
 
 log = logging.getLogger(__name__)
 

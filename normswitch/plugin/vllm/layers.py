@@ -3,7 +3,7 @@
 Each class subclasses vLLM's own layer, so construction, weights and ``forward_native`` stay
 vLLM's; only the platform paths (``forward_cuda``/``hip``/``cpu``/``xpu``/``oot``) call normswitch.
 With the op disabled (``custom_ops=["-RMSNorm"]``, or Inductor's default ``none``) vLLM runs
-``forward_native``, which goes through vLLM IR, where ``normswitch.plugin.vllm_ir`` serves it.
+``forward_native``, which goes through vLLM IR, where ``normswitch.plugin.vllm.ir`` serves it.
 Calls normswitch does not cover (``variance_size_override``, batch invariance, a sigmoid gate)
 take the vLLM path that would have run without the plugin.
 """

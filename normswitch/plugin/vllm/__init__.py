@@ -3,13 +3,13 @@
 vLLM calls :func:`register` in every process it starts (front end, engine core, workers). It:
 
 - routes vLLM's ``RMSNorm`` (with and without residual), ``GemmaRMSNorm``, ``RMSNormGated`` and
-  ``LayerNorm`` CustomOps through normswitch (``vllm_layers``);
+  ``LayerNorm`` CustomOps through normswitch (``layers``);
 - registers normswitch as the first provider of the IR ops ``rms_norm`` and
-  ``fused_add_rms_norm`` where ``vllm.ir`` exists (``vllm_ir``);
+  ``fused_add_rms_norm`` where ``vllm.ir`` exists (``ir``);
 - registers a ``DeepseekOCRForCausalLM`` whose SAM and CLIP norms are normswitch modules
-  (``vllm_deepseek_ocr``);
+  (``deepseek_ocr``);
 - brings the engine processes' ``normswitch_*`` metrics onto the server's ``/metrics``
-  (``vllm_metrics``).
+  (``metrics``).
 
 Each hook is independent: one that this vLLM version cannot take is logged once, with the
 reason, and skipped; :func:`register` never raises, so vLLM always starts. Exclude the plugin
@@ -26,7 +26,7 @@ _results: dict[str, str] = {}
 
 
 def _layers() -> str:
-    from .vllm_layers import REPLACEMENTS, register_layers
+    from .layers import REPLACEMENTS, register_layers
 
     skipped = register_layers()
     for name, reason in skipped.items():
@@ -40,7 +40,7 @@ def _ir() -> str:
         import vllm.ir  # noqa: F401
     except ImportError as exc:
         return f"skipped: this vLLM has no vllm.ir ({exc})"
-    from .vllm_ir import IR_OPS, register_ir_providers
+    from .ir import IR_OPS, register_ir_providers
 
     register_ir_providers()
     return "provider 'normswitch' first for " + ", ".join(IR_OPS)
@@ -49,9 +49,9 @@ def _ir() -> str:
 def _deepseek_ocr() -> str:
     from vllm import ModelRegistry
 
-    from .vllm_deepseek_ocr import ARCHITECTURE
+    from .deepseek_ocr import ARCHITECTURE
 
-    target = "normswitch.plugin.vllm_deepseek_ocr:NormswitchDeepseekOCRForCausalLM"
+    target = "normswitch.plugin.vllm.deepseek_ocr:NormswitchDeepseekOCRForCausalLM"
     if ARCHITECTURE not in ModelRegistry.get_supported_archs():
         return f"skipped: this vLLM has no {ARCHITECTURE}"
     ModelRegistry.register_model(ARCHITECTURE, target)
@@ -59,7 +59,7 @@ def _deepseek_ocr() -> str:
 
 
 def _metrics() -> str:
-    from .vllm_metrics import install_metrics_bridge
+    from .metrics import install_metrics_bridge
 
     return install_metrics_bridge()
 

@@ -6,7 +6,7 @@ not CustomOps. ``NormswitchDeepseekOCRForCausalLM`` is registered under vLLM's a
 ``DeepseekOCRForCausalLM``; after vLLM's constructor it swaps those modules for normswitch's
 float32 ``LayerNormFP32`` and ``LayerNorm2d``, keeping parameter names, so weight loading (and
 ``load_format="dummy"``) work unchanged. The decoder's ``RMSNorm`` layers are CustomOps and are
-served through ``normswitch.plugin.vllm_layers``.
+served through ``normswitch.plugin.vllm.layers``.
 
 This module imports nothing beyond what vLLM's own DeepSeek-OCR needs; a swap that fails (a
 vLLM whose towers changed) is logged and leaves vLLM's modules in place.
