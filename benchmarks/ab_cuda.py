@@ -88,7 +88,7 @@ def main() -> None:
         ref = tri()
         ref = (ref[0] if isinstance(ref, tuple) else ref).float().clone()
         cells = [f"{graph_us(tri):7.2f}"]
-        for v, mod in mods.items():
+        for mod in mods.values():
             build.EXTENSION.module = mod
             fn = IMPLS[op]["cuda"](case)
             out = fn()

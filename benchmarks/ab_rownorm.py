@@ -310,9 +310,10 @@ def run_cf(shapes, dev, rows):
         for k, (one, bc_, bs, wp) in cfgs.items():
             grid = (triton.cdiv(S, bs),)
 
-            def fn(one=one, bc_=bc_, bs=bs, wp=wp, grid=grid):
+            def fn(one=one, bc_=bc_, bs=bs, wp=wp, grid=grid, x=x, w=w, b=b, y=y, C=C, S=S):
                 channels_first._ln_channels_first_kernel[grid](
-                    x, w, b, y, C, S, 1e-6, ONE_PASS=one, BLOCK_C=bc_, BLOCK_S=bs, num_warps=wp)
+                    x, w, b, y, C, S, 1e-6, ONE_PASS=one, BLOCK_C=bc_, BLOCK_S=bs, RTNE_BY_HAND=False,
+                    num_warps=wp)
             try:
                 us = graph_us(fn)
             except Exception as exc:

@@ -88,7 +88,7 @@ def overhead_us(reps: int = 20000) -> dict[str, float]:
     x, w = torch.randn(1, 1280, dtype=torch.bfloat16), torch.randn(1280, dtype=torch.bfloat16)
     ns.reset()
     ns.rms_norm(x, w, 1e-6)
-    (_, plan), = REGISTRY.fast.values()
+    (_, (_, plan), _), = REGISTRY.fast.values()
     name, fn = plan.candidates[0]
 
     def per_call(f) -> float:
@@ -123,7 +123,8 @@ def main() -> int:
     lines = [f"# normswitch on CPU (default selection and native), {datetime.date.today()}", "",
              f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
              f"torch {torch.__version__}; python {platform.python_version()}. Median of {args.reps} runs, ms. "
-             f"malloc: {'glibc defaults (page faults per call above 32 MB)' if args.page_faults else 'large blocks kept on the heap'}.",
+             "malloc: " + ("glibc defaults (page faults per call above 32 MB)" if args.page_faults
+                           else "large blocks kept on the heap") + ".",
              ""]
     for dtype in DTYPES:
         groups = [(f"{op} ({m}, {n})", impls) for m, n in SHAPES for op, impls in cases(m, n, dtype)]

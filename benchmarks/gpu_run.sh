@@ -1,6 +1,6 @@
 #!/bin/bash
-# One device call: `bash benchmarks/gpu_run.sh check` (GPU tests, e2e, config sweep, quick bench),
-# `bench` (the full benchmark) or `all` (tests and e2e, then the full benchmark).
+# One device call: `bash benchmarks/gpu_run.sh check` (the GPU tests, config sweep, quick bench),
+# `bench` (the full benchmark) or `all` (the GPU tests, then the full benchmark).
 # Writes logs and results under $OUT.
 set -o pipefail
 mode=${1:-check}
@@ -8,7 +8,7 @@ mode=${1:-check}
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,memory.total --format=csv
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 if [ "$mode" != bench ]; then
-    timeout 330 python3 -m pytest -q -p no:cacheprovider -m gpu tests/triton tests/gpu_e2e 2>&1 \
+    timeout ${TEST_TIMEOUT:-330} python3 -m pytest -q -p no:cacheprovider -m gpu ${PYTEST_ARGS:-} tests 2>&1 \
         | tee "$OUT/gpu_tests.log" | tail -30
 fi
 if [ "$mode" = check ]; then

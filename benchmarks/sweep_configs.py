@@ -58,9 +58,9 @@ def main() -> None:
                 default = launch.row_config(group, launch.MAX_FUSED_N, launch.LOOP_BLOCK_N)
                 res = {}
                 for cfg in {default, *configs(group)}:
-                    def fn(cfg=cfg):
+                    def fn(cfg=cfg, x=x, y=y, w=w, groups=n // group, kw=kw, extra=extra):
                         launch.launch_rownorm(x, y, weight=w, eps=1e-6, config=cfg,
-                                              n_groups=n // group, **kw, **extra)
+                                              n_groups=groups, **kw, **extra)
                     graph = torch.cuda.CUDAGraph()
                     fn()
                     with torch.cuda.graph(graph):

@@ -1,5 +1,4 @@
 """normswitch: one portable, fast family of normalization ops for LLM serving engines."""
-from . import library as _library  # noqa: F401  (registers torch.ops.normswitch.*)
 from .modules import GemmaRMSNorm, LayerNorm2d, LayerNormFP32, LayerNormGated, RMSNorm, RMSNormGated
 from .ops import (
     fused_add_rms_norm,

@@ -48,7 +48,8 @@ def same_device(name: str, t: torch.Tensor, x: torch.Tensor) -> None:
         raise ValueError(f"{name}: expected a tensor on {x.device} like x, got one on {t.device}")
 
 
-def like(name: str, t: Optional[object], x: torch.Tensor, dtype: Optional[torch.dtype] = None) -> Optional[torch.Tensor]:
+def like(name: str, t: Optional[object], x: torch.Tensor,
+         dtype: Optional[torch.dtype] = None) -> Optional[torch.Tensor]:
     """An optional tensor of x's shape and device (and ``dtype`` when given)."""
     if t is None:
         return None
@@ -84,6 +85,15 @@ def number(name: str, value: object) -> float:
     return float(value)
 
 
+def flag(name: str, value: object) -> bool:
+    """A bool (an int 0 or 1 is taken as one)."""
+    if type(value) is bool:
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name}: expected a bool, got {value!r}")
+
+
 def group_size(value: object, n: int) -> int:
     """``group_size`` must be None (the whole row) or a positive int dividing ``n``."""
     if value is None:
@@ -97,9 +107,55 @@ def group_size(value: object, n: int) -> int:
     return value
 
 
-def rows(t: torch.Tensor) -> torch.Tensor:
-    """A 2-D ``(M, N)`` view (or copy when no view exists) with unit stride along N."""
-    if t.dim() == 2 and t.stride(1) == 1:
-        return t
-    r = t if t.dim() == 2 else t.reshape(-1, t.shape[-1])
-    return r if r.stride(-1) == 1 or r.shape[-1] == 1 else r.contiguous()
+
+def _rows_of(t: torch.Tensor) -> Optional[tuple[int, int, int, int]]:
+    """``(start, rows, row stride, row length)`` in elements when ``t`` is rows of packed
+    elements at one stride (any 1-D or 2-D unit-stride tensor, or N-D rows that view as 2-D)."""
+    if t.dim() == 0 or (t.stride(-1) != 1 and t.shape[-1] != 1):
+        return None
+    try:
+        r = t.view(-1, t.shape[-1])
+    except RuntimeError:
+        return None
+    return t.storage_offset(), r.shape[0], r.stride(0) if r.shape[0] > 1 else r.shape[1], r.shape[1]
+
+
+def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """True when ``a`` and ``b`` share an element of memory. Exact for rows at one stride, such
+    as two column blocks of one buffer; otherwise torch's memory-range test (which may say yes
+    for interleaved tensors that share nothing)."""
+    if not torch._C._overlaps(a, b):
+        return False
+    ra, rb = _rows_of(a), _rows_of(b)
+    if ra is None or rb is None or a.element_size() != b.element_size() or ra[2] != rb[2] or ra[3] > ra[2] \
+            or rb[3] > rb[2]:
+        return True
+    stride = ra[2]
+    shift = (rb[0] - ra[0]) % stride  # where b's rows start within a's row period
+    # b's columns [shift, shift + nb) and a's [0, na) on a circle of ``stride`` elements
+    return shift < ra[3] or shift + rb[3] > stride
+
+
+def own_memory(name: str, t: torch.Tensor) -> None:
+    """A tensor written by the op must not have elements that share memory (stride 0, expand).
+    Not checked while torch.compile traces (addresses are not known then)."""
+    if not torch.compiler.is_compiling() and torch._debug_has_internal_overlap(t) == 1:
+        raise ValueError(f"{name}: some of its elements share memory (an expanded or stride-0 tensor); "
+                         "the op writes into it, pass a tensor with memory of its own")
+
+
+def apart(name: str, t: torch.Tensor, others: dict[str, Optional[torch.Tensor]],
+          alias_ok: tuple[str, ...] = ()) -> None:
+    """``t`` (written by the op) must not overlap any of ``others`` (read by it), except that it
+    may be exactly one of those named in ``alias_ok`` (the same elements: an in-place call).
+    Not checked while torch.compile traces (addresses are not known then)."""
+    if torch.compiler.is_compiling():
+        return
+    for other_name, o in others.items():
+        if o is None or not _overlaps(t, o):
+            continue
+        same = (other_name in alias_ok and t.data_ptr() == o.data_ptr() and t.shape == o.shape
+                and t.stride() == o.stride())
+        if not same:
+            raise ValueError(f"{name}: overlaps {other_name} in memory; pass a separate tensor"
+                             + (f" or {other_name} itself" if other_name in alias_ok else ""))

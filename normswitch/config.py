@@ -1,6 +1,7 @@
 """Settings: built-in defaults < YAML file < environment, validated with errors naming their source.
 
-File schema (``configs/default.yaml``)::
+The built-in defaults are the packaged ``configs/default.yaml`` (there is no second copy in
+code); a file named by ``NORMSWITCH_CONFIG`` is laid over them, key by key. File schema::
 
     on_unavailable: fallback          # or error; the default for every device
     devices:
@@ -19,20 +20,10 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-from .backend import OPS
 from .platform import DEVICE_TYPES
 
 PACKAGED_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 POLICIES = ("fallback", "error")
-BUILTIN_BACKENDS = {
-    "cuda": ("triton", "cuda", "native"),
-    "rocm": ("triton", "native"),
-    "xpu": ("triton", "native"),
-    ("cpu", "rms_norm"): ("cpu", "native"),
-    ("cpu", "fused_add_rms_norm"): ("cpu", "native"),
-    ("cpu", "norm_gated"): ("cpu", "native"),
-}
-"""Backend order when no file sets one: per (device, op), else per device, else ``native``."""
 _TOP_KEYS = ("on_unavailable", "devices")
 _DEVICE_KEYS = ("backends", "on_unavailable", "ops")
 _OP_KEYS = ("backends", "on_unavailable")
@@ -57,6 +48,8 @@ class Config:
 
     path: Path
     file: dict
+    defaults: dict = field(default_factory=dict)
+    """The packaged default.yaml (the built-in defaults), beneath ``file``."""
     env_op: dict[str, Setting] = field(default_factory=dict)
     env_all: Optional[Setting] = None
     use_native: Optional[Setting] = None
@@ -73,24 +66,40 @@ class Config:
             return Setting(("native",), self.use_native.source)
         return base
 
+    def summary(self) -> str:
+        """One line: the file and the variables in force."""
+        parts = [str(self.path) if self.path != PACKAGED_CONFIG else "the built-in defaults"]
+        for setting in (*self.env_op.values(), self.env_all, self.use_native):
+            if setting is not None:
+                parts.append(setting.source)
+        if self.count_calls:
+            parts.append("env NORMSWITCH_COUNT_CALLS=1")
+        return ", ".join(parts)
+
     def policy(self, op: str, device: str) -> Setting:
         """``fallback`` or ``error`` for ``op`` on ``device``."""
         return self._file_or_default(op, device, "on_unavailable", "fallback")
 
     def _file_or_default(self, op: str, device: str, key: str, default: Any) -> Setting:
-        dev = self.file.get("devices", {}).get(device, {})
-        where = f"file {self.path}"
-        if key in dev.get("ops", {}).get(op, {}):
-            return Setting(_value(dev["ops"][op][key]), f"{where}: devices.{device}.ops.{op}.{key}")
-        if key in dev:
-            return Setting(_value(dev[key]), f"{where}: devices.{device}.{key}")
-        if key in self.file:
-            return Setting(_value(self.file[key]), f"{where}: {key}")
-        if key == "backends":
-            builtin = BUILTIN_BACKENDS.get((device, op)) or BUILTIN_BACKENDS.get(device)
-            if builtin is not None:
-                return Setting(builtin, "built-in default")
+        builtin = (self.defaults, f"built-in default ({PACKAGED_CONFIG.name})")
+        layers = [builtin] if self.path == PACKAGED_CONFIG else [(self.file, f"file {self.path}"), builtin]
+        for data, where in layers:
+            found = _lookup(data, op, device, key)
+            if found is not None:
+                return Setting(_value(found[0]), f"{where}: {found[1]}")
         return Setting(default, "built-in default")
+
+
+def _lookup(data: dict, op: str, device: str, key: str) -> Optional[tuple[Any, str]]:
+    """``key`` for ``op`` on ``device`` in one parsed file: (value, dotted key) or None."""
+    dev = (data.get("devices") or {}).get(device) or {}
+    if key in ((dev.get("ops") or {}).get(op) or {}):
+        return dev["ops"][op][key], f"devices.{device}.ops.{op}.{key}"
+    if key in dev:
+        return dev[key], f"devices.{device}.{key}"
+    if key in data:
+        return data[key], key
+    return None
 
 
 def _value(v: Any) -> Any:
@@ -122,14 +131,34 @@ def _check_entry(entry: dict, where: str, path: Path, backends: tuple[str, ...])
         )
 
 
-def load_file(path: Path, backends: tuple[str, ...]) -> dict:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that rejects a key given twice in one mapping."""
+
+
+def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def load_file(path: Path, backends: tuple[str, ...], ops: tuple[str, ...]) -> dict:
     """Parse and validate a config file; raises ``ConfigError`` naming the file and key."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader) or {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {exc}") from exc
+        raise ConfigError(f"{path}: malformed YAML: {' '.join(str(exc).split())}") from exc
     _check_keys(data, _TOP_KEYS, "(top level)", path)
     _check_entry(data, "(top level)", path, backends)
     devices = data.get("devices", {}) or {}
@@ -137,9 +166,9 @@ def load_file(path: Path, backends: tuple[str, ...]) -> dict:
     for device, entry in devices.items():
         _check_keys(entry, _DEVICE_KEYS, f"devices.{device}", path)
         _check_entry(entry, f"devices.{device}", path, backends)
-        ops = entry.get("ops", {}) or {}
-        _check_keys(ops, OPS, f"devices.{device}.ops", path)
-        for op, op_entry in ops.items():
+        op_entries = entry.get("ops", {}) or {}
+        _check_keys(op_entries, ops, f"devices.{device}.ops", path)
+        for op, op_entry in op_entries.items():
             _check_keys(op_entry, _OP_KEYS, f"devices.{device}.ops.{op}", path)
             _check_entry(op_entry, f"devices.{device}.ops.{op}", path, backends)
     return data
@@ -159,20 +188,25 @@ def _backend_var(env: dict, name: str, backends: tuple[str, ...]) -> Setting:
     return Setting(value, f"env {name}")
 
 
-def load_config(backends: tuple[str, ...], env: Optional[dict] = None) -> Config:
-    """Read ``NORMSWITCH_CONFIG`` (or the packaged default) and the environment variables."""
+def load_config(backends: tuple[str, ...], ops: tuple[str, ...], env: Optional[dict] = None) -> Config:
+    """Read the packaged defaults, ``NORMSWITCH_CONFIG`` and the environment variables.
+
+    ``backends`` and ``ops`` are the names a file or variable may use.
+    """
     env = dict(os.environ if env is None else env)
     name = env.get("NORMSWITCH_CONFIG", "")
     if name and not Path(name).is_file():
         raise ConfigError(f"NORMSWITCH_CONFIG={name!r}: no such file")
     path = Path(name) if name else PACKAGED_CONFIG
-    config = Config(path=path, file=load_file(path, backends))
+    defaults = load_file(PACKAGED_CONFIG, backends, ops)
+    file = defaults if path == PACKAGED_CONFIG else load_file(path, backends, ops)
+    config = Config(path=path, file=file, defaults=defaults)
     prefix = "NORMSWITCH_BACKEND_"
     for var in sorted(env):
         if var.startswith(prefix):
             op = var[len(prefix):].lower()
-            if op not in OPS:
-                raise ConfigError(f"{var}: unknown op {op!r}; allowed: {', '.join(OPS)}")
+            if op not in ops:
+                raise ConfigError(f"{var}: unknown op {op!r}; allowed: {', '.join(ops)}")
             config.env_op[op] = _backend_var(env, var, backends)
     if env.get("NORMSWITCH_BACKEND", ""):
         config.env_all = _backend_var(env, "NORMSWITCH_BACKEND", backends)

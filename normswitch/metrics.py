@@ -23,15 +23,17 @@ CALLS = Counter(
 _selected: dict[tuple[str, str], str] = {}
 
 
-def mark_selected(op: str, device: str, backend: str) -> None:
-    """Set the gauge to 1 for ``backend`` and 0 for the one it replaces on (op, device)."""
+def mark_selected(op: str, device: str, backend: str) -> bool:
+    """Set the gauge to 1 for ``backend`` and 0 for the one it replaces on (op, device); True
+    when that changed the selection."""
     previous = _selected.get((op, device))
     if previous == backend:
-        return
+        return False
     if previous is not None:
         BACKEND_SELECTED.labels(op, device, previous).set(0)
     BACKEND_SELECTED.labels(op, device, backend).set(1)
     _selected[(op, device)] = backend
+    return True
 
 
 def metrics_text() -> str:

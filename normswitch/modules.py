@@ -67,7 +67,11 @@ class LayerNormFP32(nn.LayerNorm):
         self.backend = backend
 
     def forward(self, x: Tensor) -> Tensor:
+        """x: (..., *normalized_shape); returns x's shape and dtype."""
         dims = len(self.normalized_shape)
+        if not isinstance(x, Tensor) or tuple(x.shape[x.dim() - dims:]) != self.normalized_shape:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x: expected trailing dimensions {self.normalized_shape}, got {shape}")
         if dims == 1:
             return ops.layer_norm(x, self.weight, self.bias, self.eps, backend=self.backend)
         flat = x.reshape(*x.shape[:-dims], math.prod(self.normalized_shape))

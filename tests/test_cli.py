@@ -20,7 +20,7 @@ def test_info_json_lists_every_op_backend_and_source(capsys, monkeypatch):
     assert rms["backends"]["native"]["cpu"]["available"] is True
     assert rms["backends"]["triton"]["cpu"]["available"] is False and rms["backends"]["triton"]["cpu"]["reason"]
     assert rms["selection"]["cpu"]["chosen_bf16_n4096"] == ("cpu" if cpu.EXTENSION.problem() is None else "native")
-    assert rms["selection"]["cpu"]["order_source"].startswith("file ")
+    assert rms["selection"]["cpu"]["order_source"].startswith("built-in default (default.yaml)")
     assert data["ops"]["layer_norm"]["selection"]["cpu"]["order_source"] == "env NORMSWITCH_BACKEND_LAYER_NORM"
 
 

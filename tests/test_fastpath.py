@@ -1,17 +1,13 @@
 """The eager fast path: after a valid call, calls with the same key skip the checks; every other
-call still gets the full checks, and a backend failure drops the fast entries."""
+call still gets the full checks, arguments the checks would normalize never take it, and a
+backend fault on the fast path falls back and drops the fast entries."""
 import pytest
 import torch
+from prometheus_client import REGISTRY as PROM
 
 import normswitch as ns
-from normswitch.registry import REGISTRY
-
-
-@pytest.fixture(autouse=True)
-def fresh():
-    ns.reset()
-    yield
-    ns.reset()
+from normswitch.ops import DECLARATIONS
+from normswitch.registry import REGISTRY, register_impl
 
 
 def test_fast_path_taken_and_same_result():
@@ -23,7 +19,9 @@ def test_fast_path_taken_and_same_result():
     assert torch.equal(ns.fused_add_rms_norm(x, r, w)[0], y)
     b = torch.randn(96)
     assert torch.equal(ns.layer_norm(x, w, b), ns.layer_norm(x, w, b))
-    assert {k[0] for k in REGISTRY.fast} == {"rms_norm", "fused_add_rms_norm", "layer_norm"}
+    g = ns.norm_gated(x, w, b, r)[0]
+    assert torch.equal(ns.norm_gated(x, w, b, r)[0], g)
+    assert {k[0] for k in REGISTRY.fast} == {"rms_norm", "fused_add_rms_norm", "layer_norm", "norm_gated"}
 
 
 def test_checks_still_run_after_a_valid_call():
@@ -41,12 +39,43 @@ def test_checks_still_run_after_a_valid_call():
         ns.rms_norm(x.to(torch.int32), w)
     with pytest.raises(TypeError, match="weight"):
         ns.rms_norm(x, w.to(torch.int32))
+    with pytest.raises(TypeError, match="weight"):
+        ns.rms_norm(x, w.tolist())
     ns.fused_add_rms_norm(x, x.clone(), w)
     with pytest.raises(ValueError, match="residual"):
         ns.fused_add_rms_norm(x, torch.randn(4, 97), w)
+    with pytest.raises(TypeError, match="residual"):
+        ns.fused_add_rms_norm(x, None, w)
     ns.layer_norm(x, w, w)
     with pytest.raises(ValueError, match="bias"):
         ns.layer_norm(x, w, torch.randn(3))
+    with pytest.raises(TypeError, match="bias"):
+        ns.layer_norm(x, w, w.numpy())
+
+
+@pytest.mark.parametrize("what", ["strided", "expanded", "float64"])
+def test_normalized_parameters_never_take_the_fast_path(what):
+    """A weight the checks copy (strided, expanded) is never served from the fast path."""
+    x = torch.randn(8, 256, dtype=torch.bfloat16)
+    w = {"strided": torch.randn(512, dtype=torch.bfloat16)[::2],
+         "expanded": torch.randn(1, dtype=torch.bfloat16).expand(256),
+         "float64": torch.randn(256, dtype=torch.float64)}[what]
+    want = ns.rms_norm(x, w.contiguous(), backend="native")
+    for _ in range(3):
+        assert torch.equal(ns.rms_norm(x, w), want)
+    if what != "float64":
+        assert not any(k[0] == "rms_norm" for k in REGISTRY.fast)
+
+
+def test_group_size_none_is_fixed_per_key():
+    """``group_size=None`` becomes N: the fast path re-applies that normalization."""
+    x, w, z = torch.randn(3, 64), torch.randn(64), torch.randn(3, 64)
+    want = ns.norm_gated(x, w, None, z, group_size=64)
+    for _ in range(2):
+        got = ns.norm_gated(x, w, None, z)
+        assert all(torch.equal(g, e) for g, e in zip(got[::2], want[::2]))
+    fixes = {v[2] for k, v in REGISTRY.fast.items() if k[0] == "norm_gated"}
+    assert fixes == {(), ((5, 64),)}  # group_size=64 as given; None fixed to 64
 
 
 def test_in_place_fused_add_on_the_fast_path():
@@ -59,16 +88,47 @@ def test_in_place_fused_add_on_the_fast_path():
         assert torch.equal(xi, want_y) and torch.equal(ri, want_r)
 
 
-def test_backend_failure_clears_fast_entries(monkeypatch):
-    x, w = torch.randn(4, 96), torch.randn(96)
-    ns.rms_norm(x, w)
-    key, (plan_key, plan) = next((k, v) for k, v in REGISTRY.fast.items() if k[0] == "rms_norm")
-    if len(plan.candidates) == 1:
-        pytest.skip("a single-candidate plan has nothing to fall back to")
+def test_out_never_takes_the_fast_path():
+    x, w = torch.randn(4, 32), torch.randn(32)
+    out = torch.empty_like(x)
+    for _ in range(2):
+        assert ns.rms_norm(x, w, out=out) is out
+    assert not any(k[0] == "rms_norm" for k in REGISTRY.fast)
 
-    def boom(*args):
-        raise RuntimeError("injected")
-    plan.candidates[0] = (plan.candidates[0][0], boom)
-    y = ns.rms_norm(x, w)
-    assert torch.equal(y, ns.rms_norm(x, w, backend="native"))
-    assert key not in REGISTRY.fast or REGISTRY.fast[key][1] is not plan
+
+def test_fault_on_the_fast_path_falls_back_once(monkeypatch):
+    """A backend that raises on a fast-path call: the call is served by the next backend, one
+    count with reason ``error``, and the fast entries are dropped."""
+    calls = []
+    native = REGISTRY.impl("rms_norm", "native").fn
+
+    def flaky(x, weight, eps, weight_offset, out):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected launch failure")
+        return native(x, weight, eps, weight_offset, out)
+
+    register_impl("rms_norm", "flaky", flaky, available=lambda device: None)
+    try:
+        monkeypatch.setenv("NORMSWITCH_BACKEND_RMS_NORM", "flaky")
+        ns.reset()
+        labels = dict(op="rms_norm", device="cpu", from_backend="flaky", to_backend="cpu", reason="error")
+        before = PROM.get_sample_value("normswitch_fallbacks_total", labels) or 0.0
+        x, w = torch.randn(4, 96), torch.randn(96)
+        want = ns.rms_norm(x, w, backend="native")
+        assert torch.equal(ns.rms_norm(x, w), want)  # flaky, recorded
+        got = ns.rms_norm(x, w)  # fast path: flaky raises, cpu (or native) serves
+        torch.testing.assert_close(got, want)
+        assert not any(k[0] == "rms_norm" and v[0] is flaky for k, v in REGISTRY.fast.items())
+        ns.rms_norm(x, w)
+        assert len(calls) == 2  # flaky is not tried again for this kind of call
+        after = PROM.get_sample_value("normswitch_fallbacks_total", labels) or 0.0
+        cpu_served = REGISTRY.availability("rms_norm", "cpu", "cpu") is None
+        assert after - before == (1.0 if cpu_served else 0.0)
+    finally:
+        REGISTRY.unregister("flaky")
+
+
+def test_every_op_has_a_fast_key_of_its_arguments():
+    for op in DECLARATIONS.values():
+        assert op.fast_key.__code__.co_varnames[:len(op.kernel_args)] == op.kernel_args or op.key[0] != "x"

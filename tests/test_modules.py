@@ -117,5 +117,29 @@ def test_module_backend_keyword_is_passed_on():
     from normswitch.registry import BackendUnavailableError
 
     norm = ns.RMSNorm(16, backend="triton")
-    with pytest.raises(BackendUnavailableError, match="triton"):
+    with torch.no_grad(), pytest.raises(BackendUnavailableError, match="triton"):
         norm(torch.randn(2, 16))
+    with pytest.raises(BackendUnavailableError, match="computes forward values only"):
+        norm(torch.randn(2, 16))  # the weight requires grad in grad mode
+
+
+def test_modules_train():
+    """In grad mode with parameters that require grad, the modules build a graph: backward
+    gives the gradients of the float64 reference's formula."""
+    x = torch.randn(3, 16, dtype=torch.float64).float().requires_grad_()
+    for norm, ref in ((ns.RMSNorm(16), lambda t, w: t * torch.rsqrt(t.square().mean(-1, keepdim=True) + 1e-6) * w),
+                      (ns.LayerNormFP32(16), lambda t, w: torch.nn.functional.layer_norm(t, (16,), w, None, 1e-5))):
+        with torch.no_grad():
+            norm.weight.copy_(torch.randn(16))
+        norm(x).square().sum().backward()
+        xd, wd = x.detach().double().requires_grad_(), norm.weight.detach().double().requires_grad_()
+        ref(xd, wd).square().sum().backward()
+        torch.testing.assert_close(x.grad.double(), xd.grad, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(norm.weight.grad.double(), wd.grad, rtol=1e-4, atol=1e-4)
+        x.grad = None
+
+
+def test_in_place_fused_add_into_a_leaf_that_requires_grad_raises():
+    x = torch.randn(2, 8, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        ns.fused_add_rms_norm(x, torch.randn(2, 8), torch.randn(8), inplace=True)

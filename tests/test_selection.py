@@ -1,4 +1,5 @@
 """Selection precedence, config/env validation, fallback with one warning and one count, metrics."""
+import inspect
 import logging
 import textwrap
 
@@ -7,11 +8,10 @@ import torch
 from prometheus_client import REGISTRY as PROM
 
 import normswitch as ns
-from normswitch import fallbacks
-from normswitch.backend import Backend
 from normswitch.config import ConfigError
 from normswitch.kernels import cpu
-from normswitch.registry import REGISTRY, BackendUnavailableError
+from normswitch.ops import OPS
+from normswitch.registry import REGISTRY, BackendUnavailableError, register_impl
 
 
 def sample(name, **labels):
@@ -26,27 +26,29 @@ def recording(name, calls, fail=False, available=True, supports=None):
             if fail:
                 raise RuntimeError(f"{name}: kernel launch failed")
             return fn(*args)
+        run.__signature__ = inspect.signature(fn)
         return run
-    return Backend(
-        name=name,
-        impls={op: wrap(op, fn) for op, fn in fallbacks.BACKEND.impls.items()},
-        availability=lambda device: None if available else f"{name} needs hardware this machine lacks",
-        supports=supports or (lambda call: None),
-    )
+
+    def register():
+        for op in OPS:
+            register_impl(op, name, wrap(op, REGISTRY.impl(op, "native").fn),
+                          available=lambda device: None if available else f"{name} needs hardware this machine lacks",
+                          supports=supports or (lambda call: None))
+    register.name = name
+    return register
 
 
 @pytest.fixture
 def backends():
-    """Registers test backends; removes them afterwards."""
+    """Registers test backends (every op); removes them afterwards."""
     added = []
 
-    def add(backend):
-        added.append(backend.name)
-        REGISTRY.register(backend)
-        return backend
+    def add(register):
+        added.append(register.name)
+        register()
     yield add
     for name in added:
-        REGISTRY.backends.pop(name, None)
+        REGISTRY.unregister(name)
     ns.reset()
 
 
@@ -89,11 +91,14 @@ def test_precedence(backends, config_file, monkeypatch):
     backends(recording("beta", calls))
     config_file("devices: {cpu: {backends: [alpha, native]}}")
     assert served_by(calls) == "alpha"                                  # 5. the YAML file
-    monkeypatch.setenv("USE_NATIVE_LAYERNORM", "1"); ns.reset()
+    monkeypatch.setenv("USE_NATIVE_LAYERNORM", "1")
+    ns.reset()
     assert served_by(calls) == "native"                                 # 4. USE_NATIVE_LAYERNORM
-    monkeypatch.setenv("NORMSWITCH_BACKEND", "beta"); ns.reset()
+    monkeypatch.setenv("NORMSWITCH_BACKEND", "beta")
+    ns.reset()
     assert served_by(calls) == "beta"                                   # 3. NORMSWITCH_BACKEND
-    monkeypatch.setenv("NORMSWITCH_BACKEND_RMS_NORM", "alpha"); ns.reset()
+    monkeypatch.setenv("NORMSWITCH_BACKEND_RMS_NORM", "alpha")
+    ns.reset()
     assert served_by(calls) == "alpha"                                  # 2. per-op variable
     assert served_by(calls, "layer_norm") == "beta"
     calls.clear()
@@ -105,7 +110,8 @@ def test_use_native_layernorm_zero_has_no_effect(backends, config_file, monkeypa
     calls = []
     backends(recording("alpha", calls))
     config_file("devices: {cpu: {backends: [alpha]}}")
-    monkeypatch.setenv("USE_NATIVE_LAYERNORM", "0"); ns.reset()
+    monkeypatch.setenv("USE_NATIVE_LAYERNORM", "0")
+    ns.reset()
     assert served_by(calls) == "alpha"
 
 
@@ -185,14 +191,15 @@ def test_count_calls(monkeypatch):
     before = sample("normswitch_calls_total", **labels)
     ns.layer_norm(X, W, W)
     assert sample("normswitch_calls_total", **labels) == before
-    monkeypatch.setenv("NORMSWITCH_COUNT_CALLS", "1"); ns.reset()
+    monkeypatch.setenv("NORMSWITCH_COUNT_CALLS", "1")
+    ns.reset()
     for _ in range(3):
         ns.layer_norm(X, W, W)
     assert sample("normswitch_calls_total", **labels) == before + 3
 
 
 @pytest.mark.parametrize("var,value,message", [
-    ("NORMSWITCH_BACKEND", "tirton", r"NORMSWITCH_BACKEND='tirton': unknown backend; allowed: native, triton, cuda"),
+    ("NORMSWITCH_BACKEND", "tirton", r"NORMSWITCH_BACKEND='tirton': unknown backend; allowed: triton, cuda, cpu"),
     ("NORMSWITCH_BACKEND_RMS_NORM", "fast", r"NORMSWITCH_BACKEND_RMS_NORM='fast': unknown backend; allowed"),
     ("NORMSWITCH_BACKEND_RMSNORM", "native", r"NORMSWITCH_BACKEND_RMSNORM: unknown op 'rmsnorm'; allowed: rms_norm"),
     ("USE_NATIVE_LAYERNORM", "yes", r"USE_NATIVE_LAYERNORM='yes': expected 0 or 1"),
@@ -211,7 +218,8 @@ def test_invalid_env_values(monkeypatch, var, value, message):
     ("devices: {tpu: {backends: [native]}}", r"unknown key devices.tpu; allowed: cuda, rocm, cpu, npu, gcu, xpu, mps"),
     ("devices: {cpu: {backend: [native]}}", r"unknown key devices.cpu.backend; allowed: backends, on_unavailable, ops"),
     ("devices: {cpu: {ops: {rmsnorm: {backends: [native]}}}}", r"unknown key devices.cpu.ops.rmsnorm; allowed: rms_norm"),
-    ("devices: {cpu: {backends: [fast]}}", r"devices.cpu.backends: unknown backend 'fast'; allowed: native, triton, cuda"),
+    ("devices: {cpu: {backends: [fast]}}", r"devices.cpu.backends: unknown backend 'fast'; allowed: triton, cuda"),
+    ("devices: {cpu: {backends: [native], backends: [cpu]}}", r"malformed YAML: .*duplicate key 'backends'"),
     ("devices: {cpu: {backends: []}}", r"devices.cpu.backends must be a non-empty list"),
     ("devices: {cpu: {on_unavailable: ignore}}", r"devices.cpu.on_unavailable: 'ignore'; allowed: fallback, error"),
     ("devices: {cpu: [native", r"malformed YAML"),
@@ -230,9 +238,69 @@ def test_packaged_presets_are_valid():
     from normswitch.config import load_file
 
     presets = sorted((Path(ns.__file__).parent / "configs").glob("*.yaml"))
-    assert {p.stem for p in presets} >= {"default", "cuda", "rocm", "cpu", "npu", "gcu"}
+    assert {p.stem for p in presets} >= {"default", "cuda-eager"}
     for path in presets:
-        load_file(path, REGISTRY.names())
+        load_file(path, REGISTRY.names(), OPS)
+
+
+def test_empty_sections_and_bad_bytes_in_a_file(config_file, tmp_path, monkeypatch):
+    config_file("devices:\n")
+    ns.rms_norm(X, W)  # an empty (null) devices section means the defaults
+    config_file("devices: {cpu: {ops: }}\n")
+    ns.rms_norm(X, W)
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("on_unavailable: fallback # caf\xe9\n".encode("latin-1"))
+    monkeypatch.setenv("NORMSWITCH_CONFIG", str(path))
+    ns.reset()
+    with pytest.raises(ConfigError, match=f"{path}: not UTF-8 text"):
+        ns.rms_norm(X, W)
+
+
+def test_defaults_have_one_source():
+    """The built-in defaults are the packaged default.yaml (no copy in code)."""
+    setting = REGISTRY.config.backends("rms_norm", "cuda")
+    assert setting.source == "built-in default (default.yaml): devices.cuda.backends"
+    assert REGISTRY.config.backends("rms_norm", "cpu").value == ("cpu", "native")
+
+
+def test_a_file_is_laid_over_the_defaults(config_file):
+    config_file("devices: {cuda: {backends: [cuda, native]}}")
+    assert REGISTRY.config.backends("rms_norm", "cuda").value == ("cuda", "native")
+    setting = REGISTRY.config.backends("rms_norm", "cpu")
+    assert setting.value == ("cpu", "native") and setting.source.startswith("built-in default")
+
+
+def test_a_declining_backend_is_not_demoted(backends, config_file):
+    """supports() declining a call kind skips the backend for that kind only; it still serves
+    the calls it supports, including with backend= (a decline is not a fault)."""
+    calls = []
+    backends(recording("picky", calls, supports=lambda call: "no gate" if "z" in call.features else None))
+    config_file("devices: {cpu: {backends: [picky, native]}}")
+    x = torch.randn(3, 64)
+    ns.norm_gated(x, torch.randn(64), None, torch.randn(3, 64))
+    ns.norm_gated(x, torch.randn(64))
+    assert calls == [("picky", "norm_gated")]
+    ns.norm_gated(x, torch.randn(64), backend="picky")
+    assert len(calls) == 2
+
+
+def test_register_impl_checks_the_contract():
+    def wrong_order(x, eps, weight, weight_offset, out):
+        return x
+    with pytest.raises(ValueError, match=r"kernel contract of rms_norm is \(x, weight, eps, weight_offset, out\)"):
+        register_impl("rms_norm", "bad", wrong_order, available=lambda device: None)
+    with pytest.raises(ValueError, match="unknown op 'rmsnorm'"):
+        register_impl("rmsnorm", "bad", wrong_order, available=lambda device: None)
+    assert "bad" not in REGISTRY.names()
+
+
+def test_count_calls_counts_forced_calls(monkeypatch):
+    monkeypatch.setenv("NORMSWITCH_COUNT_CALLS", "1")
+    ns.reset()
+    labels = dict(op="rms_norm", device="cpu", backend="native")
+    before = sample("normswitch_calls_total", **labels)
+    ns.rms_norm(X, W, backend="native")
+    assert sample("normswitch_calls_total", **labels) == before + 1
 
 
 def test_selection_is_per_device_type_of_the_input(backends, config_file):

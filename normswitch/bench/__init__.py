@@ -123,5 +123,6 @@ def markdown_doc(meta: dict, ceilings: Any, rows: list[dict], impls: list[str],
             f"({ceilings.empty_eager_us:.2f} us eager). Cells: median us per call (do_bench of a "
             f"CUDA-graph replay of the call, L2 flushed before each) and, in parentheses, the op's "
             f"fewest bytes over that time as % of the copy bandwidth. Last column: our eager call "
-            f"(do_bench of the Python call: host overhead shows where it exceeds the L2 flush).\n\n{report.table(rows, impls, markdown=True)}\n\n"
+            f"(do_bench of the Python call: host overhead shows where it exceeds the L2 flush).\n\n"
+            f"{report.table(rows, impls, markdown=True)}\n\n"
             f"## Targets\n\n```\n{report.summary_text(summary, limit=1000)}\n```\n")

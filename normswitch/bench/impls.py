@@ -67,7 +67,7 @@ def _normswitch(backend: str, case: Case) -> Callable[[], Any]:
         from normswitch.registry import REGISTRY
     except ImportError as exc:
         raise Unavailable(f"normswitch core not importable: {exc}") from exc
-    reason = REGISTRY.availability(backend, device_type(case.t["x"].device))
+    reason = REGISTRY.availability(case.op, backend, device_type(case.t["x"].device))
     if reason:
         raise Unavailable(reason)
     t, op = case.t, case.op
@@ -159,6 +159,8 @@ def _register_defaults() -> None:
     register_normswitch_backend("triton")
     register_normswitch_backend("native")
     register_normswitch_backend("cuda")
+    register_normswitch_backend("vllm_c")
+    register_normswitch_backend("sgl_kernel")
     for op in BENCH_OPS:
         register(op, "torch", _torch)
         register(op, "compile", _compile)

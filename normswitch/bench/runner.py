@@ -1,6 +1,7 @@
 """Build the benchmark grid, measure the device's ceilings, and time every implementation."""
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
@@ -9,7 +10,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from . import seeds
+from ..numerics import max_error
+from ..ops import DECLARATIONS
 from .impls import EPS, IMPLS, Case, Unavailable, first_output
 
 M_GRID = (1, 16, 64, 256, 4096, 32768)
@@ -89,7 +91,7 @@ def measure_ceilings(s: Settings, time_fn: Callable) -> Ceilings:
     nbytes = (1 << 30) if s.device != "cpu" else (1 << 26)
     src = torch.randn(nbytes // 2, device=s.device).to(torch.bfloat16)
     dst = torch.empty_like(src)
-    us = time_fn(lambda: dst.copy_(src), s.warmup_ms, s.rep_ms)
+    us = time_fn(functools.partial(dst.copy_, src), s.warmup_ms, s.rep_ms)
     del src, dst
     launch = _empty_launch(s.device)
     launch()
@@ -139,26 +141,24 @@ def make_case(op: str, M: int, N: int, group: Optional[int], dtype: torch.dtype,
     return Case(op, M, N, dtype, group, t)
 
 
+def op_kwargs(case: Case) -> dict[str, Any]:
+    """The case as the public op's arguments (what the float64 reference takes too)."""
+    t = case.t
+    kwargs: dict[str, Any] = {"x": t["x"], "weight": t["w"]}
+    if case.op in ("layer_norm", "layer_norm_channels_first"):
+        kwargs.update(bias=t["b"], eps=EPS)
+    elif case.op == "fused_add_rms_norm":
+        kwargs.update(residual=t["r"], eps=EPS)
+    elif case.op == "norm_gated":
+        kwargs.update(z=t["z"], eps=EPS, group_size=case.group, norm_before_gate=False, is_rms_norm=True)
+    else:
+        kwargs.update(eps=EPS)
+    return kwargs
+
+
 def reference(case: Case) -> torch.Tensor:
-    """The op computed by the seeds' code on float32 copies (a sanity check of every column)."""
-    f = {k: v.float() for k, v in case.t.items()}
-    if case.op == "rms_norm":
-        return seeds.rms_norm(f["x"], f["w"], EPS)
-    if case.op == "fused_add_rms_norm":
-        return seeds.rms_norm(f["x"] + f["r"], f["w"], EPS)
-    if case.op == "layer_norm":
-        return seeds.layer_norm(f["x"], f["w"], f["b"], EPS)
-    if case.op == "layer_norm_channels_first":
-        return seeds.layer_norm_channels_first(f["x"], f["w"], f["b"], EPS)
-    return seeds.norm_gated(f["x"], f["w"], None, f["z"], EPS, case.group or case.N, False, True)
-
-
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """||out - ref|| / ||ref|| (NaN when out has a non-finite value)."""
-    o = out.float()
-    if not torch.isfinite(o).all():
-        return float("nan")
-    return float((o - ref).norm() / ref.norm().clamp_min(1e-30))
+    """The op's float64 reference (``normswitch.ops``) of the case's first output."""
+    return DECLARATIONS[case.op].reference(**op_kwargs(case))[0]
 
 
 def capture(fn: Callable[[], Any]) -> Callable[[], Any]:
@@ -200,7 +200,7 @@ def run_case(case: Case, s: Settings, c: Ceilings, time_fn: Callable) -> list[di
             if factory is None:
                 raise Unavailable(f"no {name} implementation of {case.op}")
             fn = factory(case)
-            row["err"] = rel_err(first_output(fn()), ref)
+            row["err"] = max_error(first_output(fn()), ref)
             row.update(time_impl(fn, s, time_fn))
             us = row["us"]
         except Unavailable as exc:

@@ -8,9 +8,14 @@ import torch.nn.functional as F
 
 
 def _silu_fp32(z: torch.Tensor) -> torch.Tensor:
-    """``silu(z)`` in float32, in place on the float32 copy when ``z`` is 16-bit."""
-    zf = z.float()
-    return F.silu(zf, inplace=zf is not z)
+    """``silu(z)`` rounded to float32, computed in float64.
+
+    ATen's vectorized ``exp`` and its scalar loop for the last elements of a buffer differ in
+    the last bit, so a float32 silu of a row would depend on where the row falls in the batch;
+    in float64 that difference is far below float32's rounding (a row's result stays the same
+    in any batch, short of a tie at one float32 rounding in about 2^28 elements).
+    """
+    return F.silu(z.double(), inplace=True).float()
 
 
 def norm_gated(
@@ -44,9 +49,11 @@ def norm_gated(
         rstd = torch.linalg.vector_norm(xg, dim=-1, keepdim=True).square_().div_(group_size).add_(eps).rsqrt_()
         y = xg.mul_(rstd) if owned else xg * rstd
     else:
-        var, mean = torch.var_mean(xg, dim=-1, keepdim=True, correction=0)
-        rstd = var.add_(eps).rsqrt_()
-        y = (xg.sub_(mean) if owned else xg - mean).mul_(rstd)
+        # The mean as a sum (var_mean's running update gives NaN for a group holding +-Inf).
+        mean = xg.mean(-1, keepdim=True)
+        y = xg.sub_(mean) if owned else xg - mean
+        rstd = y.square().mean(-1, keepdim=True).add_(eps).rsqrt_()
+        y = y.mul_(rstd)
     y = y.view(m, n).mul_(weight.float())
     if bias is not None:
         y.add_(bias.float())

@@ -1,7 +1,7 @@
 """Native RMSNorm and fused residual-add RMSNorm (HF ``DeepseekV2RMSNorm`` cast order).
 
 ``y = (x * rsqrt(mean(x^2) + eps)).to(x.dtype) * (weight + offset)``, the product rounded to
-``x.dtype``; statistics in float32. Inputs follow the kernel contract in ``normswitch.backend``.
+``x.dtype``; statistics in float32. Inputs follow the kernel contract in ``normswitch.ops.rms_norm``.
 """
 from __future__ import annotations
 
@@ -9,30 +9,38 @@ from typing import Optional
 
 import torch
 
-
-def _scale(y: torch.Tensor, weight: Optional[torch.Tensor], offset: float) -> torch.Tensor:
-    """Multiply ``y`` (already rounded to its dtype) by ``weight + offset`` read as float32."""
-    if weight is None:
-        return y
-    if offset == 0.0 and weight.dtype == y.dtype:
-        # A product of two values of one 16-bit type is exact in float32: one rounding, as specified.
-        return y.mul_(weight)
-    return torch.mul(y, weight.float() + offset).to(y.dtype)
+CHUNK_ELEMENTS = 1 << 22
+"""Rows are normalized in chunks of about this many elements, so that the float32 temporaries
+stay small next to the output (16 MiB a chunk) whatever the size of the input."""
 
 
-def rms_norm_into(
-    x: torch.Tensor,
-    weight: Optional[torch.Tensor],
-    eps: float,
-    weight_offset: float,
-    out_dtype: torch.dtype,
-) -> torch.Tensor:
-    """RMSNorm of 2-D ``x`` (M, N), returned as a new tensor of ``out_dtype``."""
+def _normalize_into(x: torch.Tensor, weight: Optional[torch.Tensor], eps: float, offset: float,
+                    y: torch.Tensor) -> None:
+    """RMSNorm of the rows of ``x`` written into ``y`` (same shape, the output dtype)."""
     xf = x.float()
-    ms = torch.linalg.vector_norm(xf, dim=-1, keepdim=True).square_().div_(x.shape[-1])
-    rstd = ms.add_(eps).rsqrt_()
+    rstd = torch.linalg.vector_norm(xf, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps).rsqrt_()
     xh = xf.mul_(rstd) if xf is not x else xf * rstd
-    return _scale(xh.to(out_dtype), weight, weight_offset)
+    if weight is None:
+        y.copy_(xh)
+    elif offset == 0.0 and weight.dtype == y.dtype:
+        # A product of two values of one 16-bit type is exact in float32: one rounding, as specified.
+        torch.mul(xh.to(y.dtype), weight, out=y)
+    else:
+        y.copy_(xh.to(y.dtype).float().mul_(weight.float() + offset))
+
+
+def _rms_normalized(x: torch.Tensor, weight: Optional[torch.Tensor], eps: float, weight_offset: float,
+                    out: torch.Tensor) -> torch.Tensor:
+    """RMSNorm of 2-D ``x`` (M, N) into ``out``, chunk by chunk of rows (each row alone, so the
+    result is the same for any chunking)."""
+    m, n = x.shape
+    step = max(1, CHUNK_ELEMENTS // max(n, 1))
+    if m <= step:
+        _normalize_into(x, weight, eps, weight_offset, out)
+        return out
+    for i in range(0, m, step):
+        _normalize_into(x[i:i + step], weight, eps, weight_offset, out[i:i + step])
+    return out
 
 
 def rms_norm(
@@ -43,10 +51,13 @@ def rms_norm(
     out: Optional[torch.Tensor],
 ) -> torch.Tensor:
     """RMSNorm over the last dim of (M, N) ``x``; returns (M, N) of ``x.dtype``."""
-    y = rms_norm_into(x, weight, eps, weight_offset, x.dtype)
-    if out is None:
-        return y
-    return out.copy_(y)
+    if out is None or _overlaps(out, x):
+        y = _rms_normalized(x, weight, eps, weight_offset, torch.empty_like(x, memory_format=torch.contiguous_format))
+        return y if out is None else out.copy_(y)
+    return _rms_normalized(x, weight, eps, weight_offset, out)
+
+
+_overlaps = torch._C._overlaps
 
 
 def _residual_sum(x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -66,9 +77,8 @@ def fused_add_rms_norm(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``r = x + residual``; returns ``(rms_norm(r) as x.dtype, r)``, or writes them into x, residual."""
     r = _residual_sum(x, residual)
-    y = rms_norm_into(r, weight, eps, weight_offset, x.dtype)
     if not inplace:
-        return y, r
+        return _rms_normalized(r, weight, eps, weight_offset, torch.empty(x.shape, dtype=x.dtype, device=x.device)), r
     residual.copy_(r)
-    x.copy_(y)
+    _rms_normalized(r, weight, eps, weight_offset, x)
     return x, residual

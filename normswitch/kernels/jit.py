@@ -1,16 +1,24 @@
 """Just-in-time C++/CUDA extensions: built on first use with ``torch.utils.cpp_extension`` (ninja),
-cached on disk, loaded once per process.
+cached on disk, loaded once per process. A build is keyed by a hash of its sources and of whatever
+else makes a binary unfit for another machine (torch version, compiler flags, CPU capability or GPU
+arch). The cache root holds, per build ``<name>``, the library ``<name>/<name>.so`` and its record
+``<name>/<name>.json`` (name, size and SHA-256, written after the library is in place). A library
+counts as cached only when its record matches and it imports: a truncated one (which would crash
+the process with SIGBUS at its first call), a corrupt or a foreign one is rebuilt, with one warning.
 
-A build is keyed by a hash of its sources and of whatever else makes a binary unfit for another
-machine (torch version, compiler flags, CPU capability or GPU arch). Each build runs in a fresh
-temporary directory and its library is moved into the cache atomically, so concurrent processes
-and builds killed half way never leave a lock or a broken library behind. A failed build is
-remembered for the process: later uses raise the same :class:`BuildError` at once.
+Builds of one name are serialised across processes by ``flock`` on ``<root>/<name>.lock``: one
+process builds, the others log that they wait and then load its result. A build runs in a
+temporary directory ``<root>/<name>.<pid>.*`` and its library is moved into place atomically; the
+directories of killed builds are removed by the next build of that name. When the cache cannot be
+written, the build runs in a private temporary directory outside it and is not cached. A failed
+build is remembered for the process: later uses raise the same :class:`BuildError` at once.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -21,13 +29,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: builds are not serialised, the atomic moves still keep the cache whole
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("normswitch")
 
 COMMON = Path(__file__).with_name("common")
 """Headers shared by every extension (``ext_errors.h``, ``ext_bindings.h``), on the include path."""
 COMMON_HEADERS = ("ext_errors.h", "ext_bindings.h")
+
+STALE_SECONDS = 3600.0
+"""A build directory this old is removed by the next build even when its process still runs."""
 
 
 class BuildError(RuntimeError):
@@ -67,6 +83,122 @@ def _import(name: str, path: Path) -> ModuleType:
     return module
 
 
+def record_path(library: Path) -> Path:
+    """Where the record (name, size, SHA-256) of a cached ``library`` lies: beside it, ``.json``."""
+    return library.with_suffix(".json")
+
+
+def library_record(library: Path, name: str) -> dict:
+    """The record of ``library`` (a shared library) as build ``name``, as written beside it in the cache.
+
+    Returns
+    -------
+    dict
+        ``{"name": name, "size": bytes, "sha256": hex digest}``.
+    """
+    digest = hashlib.sha256()
+    with open(library, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+        size = f.tell()
+    return {"name": name, "size": size, "sha256": digest.hexdigest()}
+
+
+def _check(library: Path, name: str) -> tuple[Optional[str], Optional[str]]:
+    """(why ``library`` is not a complete build ``name`` or None, its SHA-256 when readable)."""
+    if not library.exists():
+        return "library missing", None
+    try:
+        recorded = json.loads(record_path(library).read_text())
+    except FileNotFoundError:
+        return "no record of its size and SHA-256", None
+    except (OSError, ValueError) as exc:
+        return f"unreadable record: {exc}", None
+    if not isinstance(recorded, dict) or recorded.get("name") != name:
+        return "its record is for another build (foreign)", None
+    try:
+        actual = library_record(library, name)
+    except OSError as exc:
+        return f"unreadable: {exc}", None
+    if actual["size"] != recorded.get("size"):
+        return f"size {actual['size']} B, recorded {recorded.get('size')} B (truncated or replaced)", actual["sha256"]
+    if actual["sha256"] != recorded.get("sha256"):
+        return "SHA-256 differs from its record (corrupt or foreign)", actual["sha256"]
+    return None, actual["sha256"]
+
+
+def library_problem(library: Path, name: str) -> Optional[str]:
+    """Why ``library`` is not a complete cached build ``name`` (missing, truncated, corrupt, foreign),
+    or None when the record beside it names ``name`` and matches its size and SHA-256."""
+    return _check(library, name)[0]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        pass
+    return True
+
+
+def remove_stale_builds(root: Path, name: str, max_age: float = STALE_SECONDS) -> list[Path]:
+    """Remove the build directories ``<root>/<name>.<pid>.*`` of builds that no longer run (called
+    with the lock of ``name`` held, so no build that takes the lock is using them).
+
+    Parameters
+    ----------
+    root : Path
+        The cache root.
+    name : str
+        The build name.
+    max_age : float
+        Seconds after which a directory is removed even when its process id is still in use
+        (another namespace, or a reused id).
+
+    Returns
+    -------
+    list of Path
+        The directories removed.
+    """
+    removed = []
+    now = time.time()
+    for path in root.glob(f"{name}.*"):
+        pid_text = path.name[len(name) + 1:].split(".", 1)[0]
+        pid = int(pid_text) if pid_text.isdigit() else None
+        try:
+            if not path.is_dir():
+                continue
+            age = now - path.stat().st_mtime
+        except OSError:
+            continue
+        if age > max_age or (pid is not None and pid != os.getpid() and not _alive(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def _held(fd: int, on_wait: Callable[[], None]) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``fd``; yields whether another process held it first."""
+    waited = False
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                on_wait()
+                waited = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:  # a file system without flock: build unserialised, as without fcntl
+        log.debug("normswitch: no lock (%s); building without one", exc)
+    try:
+        yield waited
+    finally:
+        os.close(fd)  # releases the lock
+
+
 @dataclass
 class Extension:
     """One extension: its sources, how to build it, and the process-wide loaded module."""
@@ -91,6 +223,10 @@ class Extension:
     """The exception class raised when the extension cannot be built or loaded."""
     failure: Optional[str] = None
     """Why the last build failed (remembered for the process), or None."""
+    origin: Optional[str] = None
+    """How :attr:`module` was obtained: ``"cache"``, ``"built"`` (and cached) or ``"built, not cached"``."""
+    seconds: float = 0.0
+    """How long obtaining :attr:`module` took (waiting for another process's build included)."""
 
     def source_hash(self) -> str:
         """SHA-256 over the names and contents of every source and header."""
@@ -105,6 +241,11 @@ class Extension:
         """The module name of this build (a Python identifier, unique per key)."""
         key = f"{self.source_hash()}|{self.key()}|{sorted(self.flags().items())}"
         return f"{self.prefix}_{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+    def library_path(self, name: Optional[str] = None) -> Path:
+        """Where the library of build ``name`` (default: this machine's) is cached."""
+        name = name or self.name()
+        return cache_root(self.cache_variable, self.kind) / name / f"{name}.so"
 
     def problem(self) -> Optional[str]:
         """Why the extension cannot be used (toolchain missing, earlier failure), or None."""
@@ -127,49 +268,134 @@ class Extension:
             if reason is not None:
                 self.failure = reason
                 raise self.error(reason)
+            start = time.perf_counter()
             try:
                 self.module = self._build_or_load(self.name())
             except Exception as exc:
                 self.failure = f"compile failed: {type(exc).__name__}: {str(exc).strip()[-1500:]}"
                 log.warning("normswitch %s: %s", self.kind, self.failure)
                 raise self.error(self.failure) from exc
+            self.seconds = time.perf_counter() - start
             return self.module
+
+    def _cached(self, name: str, library: Path,
+                skip_sha: Optional[str] = None) -> tuple[Optional[ModuleType], str, Optional[str]]:
+        """(the module of a valid cache entry or None, why not ("" when there is no entry), its SHA-256).
+        A library whose SHA-256 is ``skip_sha`` already failed to import here and is not tried again."""
+        if not library.exists() and not record_path(library).exists():
+            return None, "", None
+        reason, sha = _check(library, name)
+        if reason is not None:
+            return None, reason, sha
+        if sha == skip_sha:
+            return None, "import failed", sha
+        start = time.perf_counter()
+        try:
+            module = _import(name, library)
+        except Exception as exc:  # ImportError, or whatever a foreign module's init raises
+            return None, f"import failed: {type(exc).__name__}: {exc}", sha
+        self.origin = "cache"
+        log.info("normswitch %s: loaded %s (%.2f s)", self.kind, library, time.perf_counter() - start)
+        return module, "", sha
 
     def _build_or_load(self, name: str) -> ModuleType:
         root = cache_root(self.cache_variable, self.kind)
-        final = root / name / f"{name}.so"
-        start = time.perf_counter()
-        if final.exists():
-            module = _import(name, final)
-            log.info("normswitch %s: loaded %s (%.2f s)", self.kind, final, time.perf_counter() - start)
+        library = root / name / f"{name}.so"
+        module, reason, sha = self._cached(name, library)
+        if module is not None:
             return module
+        if reason:
+            log.warning("normswitch %s: cached %s is unusable (%s); rebuilding it", self.kind, library, reason)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(root / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            return self._build_private(name, root, f"cannot create its lock: {exc}")
+
+        def on_wait() -> None:
+            log.info("normswitch %s: waiting for another process building %s in %s", self.kind, name, root)
+
+        with _held(fd, on_wait):
+            # Whoever held the lock may have just built it; a library that failed to import is not retried.
+            failed = sha if reason.startswith("import failed") else None
+            module, _, _ = self._cached(name, library, skip_sha=failed)
+            if module is not None:
+                return module
+            removed = remove_stale_builds(root, name)
+            if removed:
+                log.info("normswitch %s: removed %d stale build directories in %s", self.kind, len(removed), root)
+            try:
+                work = Path(tempfile.mkdtemp(prefix=f"{name}.{os.getpid()}.", dir=root))
+            except OSError as exc:
+                return self._build_private(name, root, str(exc))
+            try:
+                return self._build_into_cache(name, work, library)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+
+    def _build_into_cache(self, name: str, work: Path, library: Path) -> ModuleType:
+        start = time.perf_counter()
+        log.info("normswitch %s: compiling %s (first use; cached afterwards in %s)", self.kind, name,
+                 library.parent.parent)
+        module = self._compile(name, work)
+        built = work / f"{name}.so"
+        try:
+            record = work / f"{name}.json"
+            record.write_text(json.dumps(library_record(built, name)))
+            library.parent.mkdir(parents=True, exist_ok=True)
+            # The old record goes first: a library without a matching record is never loaded.
+            record_path(library).unlink(missing_ok=True)
+            os.replace(built, library)
+            os.replace(record, record_path(library))
+        except OSError as exc:
+            self.origin = "built, not cached"
+            log.warning("normswitch %s: compiled %s but cannot cache it in %s: %s", self.kind, name,
+                        library.parent, exc)
+            return module
+        self.origin = "built"
+        log.info("normswitch %s: compiled %s in %.1f s", self.kind, library, time.perf_counter() - start)
+        return module
+
+    def _build_private(self, name: str, root: Path, why: str) -> ModuleType:
+        """Build in a private temporary directory outside the cache, which cannot be written."""
+        log.warning("normswitch %s: cache %s cannot be written (%s); building %s privately, not cached",
+                    self.kind, root, why, name)
+        start = time.perf_counter()
+        work = Path(tempfile.mkdtemp(prefix=f"{name}."))
+        try:
+            module = self._compile(name, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)  # the loaded library stays mapped
+        self.origin = "built, not cached"
+        log.info("normswitch %s: compiled %s in %.1f s", self.kind, name, time.perf_counter() - start)
+        return module
+
+    def _compile(self, name: str, work: Path) -> ModuleType:
+        """``cpp_extension.load`` into ``work`` with the build environment; the loaded module."""
         from torch.utils import cpp_extension
 
-        root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=root))
-        log.info("normswitch %s: compiling %s (first use; cached afterwards in %s)", self.kind, name, root)
+        # torch renames a second build of one name in a process (``<name>_v1``); the cache needs the name.
+        versioner = getattr(cpp_extension, "JIT_EXTENSION_VERSIONER", None)
+        if versioner is not None:
+            getattr(versioner, "entries", {}).pop(name, None)
         env = {"PATH": tool_path(), **self.build_env()}
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
-            module = cpp_extension.load(name=name, sources=[str(self.csrc / s) for s in self.sources],
-                                        extra_include_paths=[str(self.csrc), str(COMMON)],
-                                        build_directory=str(work),
-                                        verbose=False, **self.flags())
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(work / f"{name}.so", final)
+            return cpp_extension.load(name=name, sources=[str(self.csrc / s) for s in self.sources],
+                                      extra_include_paths=[str(self.csrc), str(COMMON)],
+                                      build_directory=str(work), verbose=False, **self.flags())
         finally:
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-            shutil.rmtree(work, ignore_errors=True)
-        log.info("normswitch %s: compiled %s in %.1f s", self.kind, final, time.perf_counter() - start)
-        return module
 
     def reset(self) -> None:
         """Forget the loaded module and any remembered failure (tests)."""
         with self._lock:
             self.module = None
             self.failure = None
+            self.origin = None
+            self.seconds = 0.0

@@ -1,70 +1,52 @@
-"""The ``cpu`` backend (C++ kernels) against the float64 reference, like every backend: each op it
-serves, every dtype and awkward shape, batch invariance, int64 offsets, bad arguments, and the
-fallback to native when it cannot be built."""
-import itertools
-
+"""The ``cpu`` backend (C++ kernels) beyond the generated cases of tests/ops (which run it like
+every backend: forced, default selection with the fast path, compiled, batch invariance, layout
+sequences): hidden sizes around the vector widths, grouped shapes, parameters of other dtypes,
+int64 offsets, the kernels' own argument checks, and the fallback to native when it cannot be built."""
 import pytest
 import torch
 
 import normswitch as ns
-from normswitch import reference
 from normswitch.kernels import cpu
-from tests import numerics as nm
+from normswitch.ops._inputs import param, rand
+from normswitch.ops.rms_norm import reference_rms_norm
+from normswitch.registry import BackendUnavailableError
+from tests.ops import harness as h
 
 DEV = "cpu"
+B = "cpu"
 pytestmark = pytest.mark.skipif(cpu.EXTENSION.problem() is not None, reason=f"{cpu.EXTENSION.problem()}")
-shapes = pytest.mark.parametrize("shape,strided", nm.SHAPES, ids=lambda v: str(v))
-dtypes = pytest.mark.parametrize("dtype", nm.DTYPES, ids=str)
 
 
-@dtypes
-@shapes
-@pytest.mark.parametrize("offset", [0.0, 1.0])
-def test_rms_norm(dtype, shape, strided, offset):
-    nm.check_rms_norm("cpu", DEV, shape, dtype, strided, offset)
-
-
-@dtypes
+@pytest.mark.parametrize("dtype", h.DTYPES, ids=h.dtype_name)
 @pytest.mark.parametrize("n", [1, 7, 16, 33, 4099])
-def test_rms_norm_sizes_and_no_weight(dtype, n):
-    nm.check_rms_norm("cpu", DEV, (5, n), dtype, with_weight=n % 2 == 0)
+def test_rms_norm_vector_tails(dtype, n):
+    """Row lengths below, at and past one vector, with and without a weight."""
+    x = rand((5, n), dtype, DEV)
+    weight = param(n, dtype, DEV) if n % 2 == 0 else None
+    h.check(h.make_case("rms_norm", f"N={n}", x=x, weight=weight), B)
+    h.check(h.make_case("fused_add_rms_norm", f"N={n}", x=x, residual=rand((5, n), dtype, DEV),
+                        weight=param(n, dtype, DEV), weight_offset=1.0), B)
 
 
-@dtypes
-@shapes
-@pytest.mark.parametrize("offset", [0.0, 1.0])
-def test_fused_add_rms_norm(dtype, shape, strided, offset):
-    nm.check_fused_add_rms_norm("cpu", DEV, shape, dtype, strided, offset)
-
-
-@dtypes
-@pytest.mark.parametrize(
-    "is_rms,with_bias,with_z,before,quarter",
-    list(itertools.product([False, True], [False, True], [False, True], [True, False], [False, True])),
-)
-def test_norm_gated_all_variants(dtype, is_rms, with_bias, with_z, before, quarter):
-    n = 200
-    nm.check_norm_gated("cpu", DEV, 9, n, dtype, is_rms, with_bias, with_z, before, n // 4 if quarter else None)
-
-
-@pytest.mark.parametrize("m,n,strided,group", [(0, 64, False, None), (5, 1, False, None), (6, 130, True, 65),
-                                               (3, 4096, False, 64)])
-def test_norm_gated_shapes(m, n, strided, group):
-    nm.check_norm_gated("cpu", DEV, m, n, torch.bfloat16, False, True, True, True, group, strided)
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
-def test_batch_invariance(dtype):
-    nm.check_batch_invariance("cpu", DEV, dtype, ops=cpu.BACKEND.impls)
+@pytest.mark.parametrize("m,n,layout,group", [(0, 64, "contiguous", None), (5, 1, "contiguous", None),
+                                               (6, 130, "strided", 65), (3, 4096, "contiguous", 64)])
+def test_norm_gated_shapes(m, n, layout, group):
+    x, z = rand((m, n), torch.bfloat16, DEV, layout=layout), rand((m, n), torch.bfloat16, DEV, layout=layout)
+    h.check(h.make_case("norm_gated", "shapes", x=x, weight=param(n, torch.bfloat16, DEV, shift=1.0),
+                        bias=param(n, torch.bfloat16, DEV), z=z, group_size=group), B)
 
 
 def test_mixed_parameter_dtypes():
-    """float32/float64 weights with bfloat16 x, and a float32 residual, match the reference."""
-    x = nm.rand((7, 300), torch.bfloat16, DEV)
+    """float32/float64 weights with bfloat16 x match the reference; a float32 residual is
+    declined (the kernels add in x's dtype) and served by native in the default selection."""
+    x = rand((7, 300), torch.bfloat16, DEV)
     for w in (torch.randn(300), torch.randn(300, dtype=torch.float64)):
-        nm.assert_close(ns.rms_norm(x, w, backend="cpu"), reference.rms_norm(x, w, 1e-6), torch.bfloat16)
-    r = nm.rand((7, 300), torch.float32, DEV)
-    y, s = ns.fused_add_rms_norm(x, r, torch.randn(300), backend="cpu")
+        h.check(h.make_case("rms_norm", f"{w.dtype} weight", x=x, weight=w), B)
+    case = h.make_case("fused_add_rms_norm", "float32 residual", x=x, residual=rand((7, 300), torch.float32, DEV),
+                       weight=torch.randn(300))
+    with pytest.raises(BackendUnavailableError, match="residual of another dtype"):
+        case.run(B)
+    y, s = h.check(case)
     assert y.dtype == torch.bfloat16 and s.dtype == torch.float32
 
 
@@ -73,12 +55,13 @@ def test_offsets_beyond_int32():
     n = 1024
     base = torch.empty(2**31 + 4 * n, dtype=torch.bfloat16)
     x = base.as_strided((3, n), (2**30, 1))
-    x.copy_(nm.rand((3, n), torch.bfloat16, DEV))
+    x.copy_(rand((3, n), torch.bfloat16, DEV))
     w = torch.randn(n).to(torch.bfloat16)
-    nm.assert_close(ns.rms_norm(x, w, backend="cpu"), reference.rms_norm(x, w, 1e-6), torch.bfloat16)
+    want = reference_rms_norm(x, w)[0]
+    h.assert_close(ns.rms_norm(x, w, backend=B), want, torch.bfloat16, "rms_norm")
     out = base.as_strided((3, n), (2**30, 1), 2 * n)
-    ns.rms_norm(x, w, out=out, backend="cpu")
-    nm.assert_close(out, reference.rms_norm(x, w, 1e-6), torch.bfloat16)
+    ns.rms_norm(x, w, out=out, backend=B)
+    h.assert_close(out, want, torch.bfloat16, "rms_norm out=")
 
 
 def test_kernel_rejects_bad_arguments_itself():
@@ -103,12 +86,13 @@ def test_build_failure_falls_back_to_native(monkeypatch, caplog):
     monkeypatch.setattr(cpu.EXTENSION, "module", None)
     monkeypatch.setattr(cpu.EXTENSION, "failure", None)
     monkeypatch.setattr(cpu.EXTENSION, "key", lambda: "broken-for-test")
-    monkeypatch.setattr(cpu.EXTENSION, "flags", lambda: {"extra_cflags": ["-DNORMSWITCH_NO_SUCH_FLAG", "-x", "nonsense"]})
-    x, w = nm.rand((3, 64), torch.float32, DEV), torch.randn(64)
+    monkeypatch.setattr(cpu.EXTENSION, "flags",
+                        lambda: {"extra_cflags": ["-DNORMSWITCH_NO_SUCH_FLAG", "-x", "nonsense"]})
+    x, w = rand((3, 64), torch.float32, DEV), torch.randn(64)
     with caplog.at_level("WARNING", logger="normswitch"):
         y = ns.rms_norm(x, w)
         ns.rms_norm(x, w)
-    nm.assert_close(y, reference.rms_norm(x, w, 1e-6), torch.float32)
+    h.assert_close(y, reference_rms_norm(x, w)[0], torch.float32, "rms_norm")
     falls = [r for r in caplog.records if "falls back to 'native'" in r.getMessage()]
     assert len(falls) == 1 and "compile failed" in falls[0].getMessage()
     ns.reset()

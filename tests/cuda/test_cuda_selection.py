@@ -1,5 +1,6 @@
-"""The cuda backend on CPU: cheap import, availability reasons, provider selection (with fake
-sgl-kernel and vLLM modules), injected import and compile failures, registry fall-through."""
+"""The CUDA backends on CPU: cheap import, availability reasons, the calls each of ``cuda``,
+``sgl_kernel`` and ``vllm_c`` declines (by call features), their order in one plan (with fake
+sgl-kernel and vLLM modules and a fake compiled extension), injected compile failures."""
 import logging
 import sys
 import types
@@ -8,19 +9,20 @@ import pytest
 import torch
 
 import normswitch as ns
-from normswitch.backend import Call
-from normswitch.kernels import cuda
-from normswitch.kernels.cuda import build, own, vllm_c
+from normswitch.kernels import cuda, sgl_kernel, vllm_c
+from normswitch.kernels.cuda import build, own
+from normswitch.registry import REGISTRY, Call
 
 BF16 = torch.bfloat16
 
 
 @pytest.fixture(autouse=True)
-def fresh(monkeypatch):
-    monkeypatch.delenv("NORMSWITCH_CUDA_PROVIDERS", raising=False)
-    cuda.reset()
+def fresh():
+    build.reset()
     yield
-    cuda.reset()
+    build.reset()
+    sgl_kernel._mod.clear()
+    vllm_c._ops.clear()
 
 
 class FakeExt:
@@ -64,107 +66,109 @@ def _fake_sgl(calls):
     return mod
 
 
+def _fake_vllm(monkeypatch, seen):
+    ops = types.SimpleNamespace(
+        rms_norm=lambda out, x, w, eps: (seen.append("rms_norm"), out.fill_(8.0)),
+        fused_add_rms_norm=lambda x, r, w, eps: (seen.append("fused"), x.fill_(9.0)))
+    monkeypatch.setattr(vllm_c, "import_problem", lambda module, attrs: (object(), None))
+    monkeypatch.setattr(vllm_c, "_namespace", lambda: ops)
+    monkeypatch.setattr(torch._C, "_dispatch_has_kernel_for_dispatch_key", lambda op, key: True)
+
+
 @pytest.fixture
 def gpu_like(monkeypatch):
-    """Pretend this CPU machine has CUDA, a compiler and the extension (a fake one)."""
-    monkeypatch.setattr(cuda, "_device_problem", lambda device_type: None)
+    """Pretend CPU tensors are CUDA ones for the three backends, with a compiler and a fake
+    extension, and that the cpu device's order is theirs."""
+    for mod in (cuda, sgl_kernel, vllm_c):
+        monkeypatch.setattr(mod, "device_problem", lambda device_type: None)
     monkeypatch.setattr(build, "toolchain_problem", lambda: None)
     ext = FakeExt()
     monkeypatch.setattr(build, "load", lambda: ext)
+    ns.reset()
     return ext
 
 
-def _no_sgl_no_vllm(monkeypatch):
-    monkeypatch.setitem(sys.modules, "sgl_kernel", None)  # import raises ImportError
-    monkeypatch.setitem(sys.modules, "vllm._C", None)
+def _order(monkeypatch, tmp_path, *names):
+    path = tmp_path / "order.yaml"
+    path.write_text(f"devices: {{cpu: {{backends: [{', '.join(names)}]}}}}\n")
+    monkeypatch.setenv("NORMSWITCH_CONFIG", str(path))
+    ns.reset()
 
 
 # -- import and availability -------------------------------------------------------------------
 def test_import_is_cheap_and_reports_why_unavailable():
-    assert cuda.BACKEND.name == "cuda" and set(cuda.BACKEND.impls) >= {"rms_norm", "norm_gated"}
-    assert "CUDA devices only" in cuda.BACKEND.availability("cpu")
-    assert "ROCm" in cuda.BACKEND.availability("rocm")
+    assert {"rms_norm", "norm_gated", "layer_norm_channels_first"} <= {
+        op for op, impls in REGISTRY.impls.items() if "cuda" in impls}
+    assert "CUDA devices only" in cuda.availability("cpu")
+    assert "ROCm" in cuda.availability("rocm")
     if torch.version.cuda is None:
-        assert "CPU-only" in cuda.BACKEND.availability("cuda")
+        assert "CPU-only" in cuda.availability("cuda")
+        assert "CPU-only" in sgl_kernel.availability("cuda") and "CPU-only" in vllm_c.availability("cuda")
     assert build.EXTENSION.module is None  # nothing compiled at import or availability time
+    assert REGISTRY.impl("layer_norm", "sgl_kernel") is None and REGISTRY.impl("norm_gated", "vllm_c") is None
 
 
-def test_import_failure_of_providers(monkeypatch, gpu_like):
-    _no_sgl_no_vllm(monkeypatch)
-    assert cuda.BACKEND.availability("cuda") is None  # own kernels remain
-    text = cuda.BACKEND.details("rms_norm", "cuda")
-    assert text.startswith("served by own")
-    assert "sgl-kernel: not importable" in text and "vllm: not importable" in text
-    assert [n for n, _ in cuda.chain("rms_norm")] == ["own"]
-
-
-# -- provider selection ------------------------------------------------------------------------
-def test_sgl_serves_what_it_can(monkeypatch, gpu_like):
-    calls = []
-    monkeypatch.setitem(sys.modules, "sgl_kernel", _fake_sgl(calls))
+def test_engines_kernels_not_importable(monkeypatch):
+    monkeypatch.setattr(sgl_kernel, "device_problem", lambda device_type: None)
+    monkeypatch.setattr(vllm_c, "device_problem", lambda device_type: None)
+    monkeypatch.setitem(sys.modules, "sgl_kernel", None)  # import raises ImportError
     monkeypatch.setitem(sys.modules, "vllm._C", None)
-    rms = cuda.BACKEND.impls["rms_norm"]
-    x, w = torch.randn(4, 64).to(BF16), torch.randn(64).to(BF16)
-    assert rms(x, w, 1e-6, 0.0, None).eq(1.0).all() and calls == ["rmsnorm"]
-    assert rms(x, w, 1e-6, 1.0, None).eq(2.0).all() and calls[-1] == "gemma_rmsnorm"
-    # declined by sgl-kernel, served by the own kernels: fp32, other weight dtype, offset 0.5,
-    # strided rows, no weight
-    for args in [(x.float(), w.float(), 1e-6, 0.0, None), (x, w.float(), 1e-6, 0.0, None),
-                 (x, w, 1e-6, 0.5, None), (torch.randn(4, 80).to(BF16)[:, :64], w, 1e-6, 0.0, None),
-                 (x, None, 1e-6, 0.0, None)]:
-        n = len(calls)
-        assert rms(*args).eq(7.0).all() and len(calls) == n
-    assert len(gpu_like.calls) == 5
-    fused = cuda.BACKEND.impls["fused_add_rms_norm"]
-    r = torch.randn(4, 64).to(BF16)
-    y, s = fused(x.clone(), r.clone(), w, 1e-6, 0.0, True)
-    assert y.eq(3.0).all() and calls[-1] == "fused_add_rmsnorm"
-    fused(x.clone(), r.clone(), w, 1e-6, 1.0, True)
-    assert calls[-1] == "gemma_fused_add_rmsnorm"
-    y, s = fused(x, r, w, 1e-6, 0.0, False)  # out of place: own kernels
-    assert y.eq(7.0).all() and s.eq(5.0).all()
-    assert "served by sgl-kernel" in cuda.BACKEND.details("fused_add_rms_norm", "cuda")
-    assert "served by own" in cuda.BACKEND.details("layer_norm", "cuda")
-
-
-def test_vllm_serves_after_sgl(monkeypatch, gpu_like):
-    seen = []
-    ns_ops = types.SimpleNamespace(
-        rms_norm=lambda out, x, w, eps: (seen.append("rms_norm"), out.fill_(8.0)),
-        fused_add_rms_norm=lambda x, r, w, eps: (seen.append("fused"), x.fill_(9.0)))
-    monkeypatch.setitem(sys.modules, "sgl_kernel", None)
-    monkeypatch.setattr(vllm_c, "import_problem", lambda module, attrs: (object(), None))
-    monkeypatch.setattr(vllm_c, "_namespace", lambda: ns_ops)
-    monkeypatch.setattr(torch._C, "_dispatch_has_kernel_for_dispatch_key", lambda op, key: True)
-    x, w = torch.randn(3, 32), torch.randn(32)
-    assert cuda.BACKEND.impls["rms_norm"](x, w, 1e-6, 0.0, None).eq(8.0).all()
-    assert cuda.BACKEND.impls["rms_norm"](x, w, 1e-6, 1.0, None).eq(7.0).all()  # Gemma: own
-    assert cuda.BACKEND.impls["fused_add_rms_norm"](x, x.clone(), w, 1e-6, 0.0, True)[0].eq(9.0).all()
-    assert seen == ["rms_norm", "fused"]
-    assert cuda.BACKEND.details("rms_norm", "cuda").startswith("served by vllm")
+    assert "sgl_kernel not importable" in sgl_kernel.availability("cuda")
+    assert "vllm._C not importable" in vllm_c.availability("cuda")
 
 
 def test_vllm_cpu_build_is_unavailable(monkeypatch):
+    monkeypatch.setattr(vllm_c, "device_problem", lambda device_type: None)
     monkeypatch.setattr(vllm_c, "import_problem", lambda module, attrs: (object(), None))
     monkeypatch.setattr(vllm_c, "_namespace", lambda: types.SimpleNamespace(
         rms_norm=None, fused_add_rms_norm=None))
     monkeypatch.setattr(torch._C, "_dispatch_has_kernel_for_dispatch_key", lambda op, key: False)
-    assert "no CUDA kernel" in vllm_c.PROVIDER.check()
+    assert "no CUDA kernel" in vllm_c.availability("cuda")
 
 
-def test_supports_and_order(monkeypatch, gpu_like):
-    _no_sgl_no_vllm(monkeypatch)
-    call = Call("rms_norm", "cuda", BF16, 4096, frozenset({"weight"}))
-    assert cuda.BACKEND.supports(call) is None
-    assert "float64" in cuda.BACKEND.supports(Call("rms_norm", "cuda", torch.float64, 8))
-    monkeypatch.setenv("NORMSWITCH_CUDA_PROVIDERS", "sgl-kernel")
-    cuda.reset()
-    assert "no usable CUDA provider" in cuda.BACKEND.supports(call)
-    with pytest.raises(cuda.NoProviderError):
-        cuda.BACKEND.impls["rms_norm"](torch.randn(2, 8), None, 1e-6, 0.0, None)
-    monkeypatch.setenv("NORMSWITCH_CUDA_PROVIDERS", "own,bogus")
-    with pytest.raises(ValueError, match="bogus"):
-        cuda.order()
+# -- what each backend declines ------------------------------------------------------------------
+def _call(op="rms_norm", dtype=BF16, *features):
+    return Call(op, "cuda", dtype, 4096, frozenset(("weight",) + features))
+
+
+def test_declines_by_call_features():
+    assert sgl_kernel.supports(_call()) is None and vllm_c.supports(_call()) is None
+    assert sgl_kernel.supports(_call("rms_norm", BF16, "offset", "gemma")) is None
+    assert "offset" in vllm_c.supports(_call("rms_norm", BF16, "offset", "gemma"))
+    assert "offset" in sgl_kernel.supports(_call("rms_norm", BF16, "offset"))
+    assert "float16/bfloat16" in sgl_kernel.supports(_call("rms_norm", torch.float32))
+    for backend in (sgl_kernel, vllm_c):
+        assert "x's dtype" in backend.supports(_call("rms_norm", BF16, "mixed"))
+        assert "packed rows" in backend.supports(_call("rms_norm", BF16, "strided"))
+        assert "in place only" in backend.supports(_call("fused_add_rms_norm", BF16))
+        assert backend.supports(_call("fused_add_rms_norm", BF16, "inplace")) is None
+        assert "x's dtype" in backend.supports(_call("fused_add_rms_norm", BF16, "inplace", "residual_mixed"))
+        assert "weight" in backend.supports(Call("rms_norm", "cuda", BF16, 64))
+    assert "float64" in cuda.supports(Call("rms_norm", "cuda", torch.float64, 8))
+
+
+def test_one_plan_orders_the_three(monkeypatch, tmp_path, gpu_like):
+    """Each call kind goes to the first of sgl_kernel, vllm_c, cuda that supports it."""
+    calls, seen = [], []
+    monkeypatch.setitem(sys.modules, "sgl_kernel", _fake_sgl(calls))
+    _fake_vllm(monkeypatch, seen)
+    _order(monkeypatch, tmp_path, "sgl_kernel", "vllm_c", "cuda", "native")
+    x, w = torch.randn(4, 64).to(BF16), torch.randn(64).to(BF16)
+    assert ns.rms_norm(x, w).eq(1.0).all() and calls == ["rmsnorm"]
+    assert ns.rms_norm(x, w, weight_offset=1.0).eq(2.0).all() and calls[-1] == "gemma_rmsnorm"
+    assert ns.rms_norm(x.float(), w.float()).eq(8.0).all() and seen == ["rms_norm"]  # fp32: vllm_c
+    assert ns.rms_norm(x, w, weight_offset=0.5).eq(7.0).all()  # neither: cuda
+    assert ns.rms_norm(x, w.float()).eq(7.0).all()
+    assert ns.rms_norm(torch.randn(4, 80).to(BF16)[:, :64], w).eq(7.0).all()
+    assert ns.rms_norm(x, None).eq(7.0).all()
+    assert len(gpu_like.calls) == 4 and len(calls) == 2
+    r = torch.randn(4, 64).to(BF16)
+    xi = x.clone()
+    ns.fused_add_rms_norm(xi, r.clone(), w, inplace=True)
+    assert xi.eq(3.0).all() and calls[-1] == "fused_add_rmsnorm"
+    y, s = ns.fused_add_rms_norm(x, r, w)  # out of place: neither engine kernel, cuda
+    assert y.eq(7.0).all() and s.eq(5.0).all()
+    assert ns.layer_norm(x, w, w).eq(7.0).all()  # the engines' kernels have no LayerNorm
 
 
 def test_own_wrappers_pass_the_contract(gpu_like):
@@ -175,8 +179,6 @@ def test_own_wrappers_pass_the_contract(gpu_like):
     assert own.norm_gated(x, torch.randn(40), None, None, 1e-6, 40, True, True, None)[1] is None
     assert own.layer_norm_channels_first(torch.randn(2, 3, 5), torch.randn(3),
                                          torch.randn(3).double(), 1e-6).eq(7.0).all()
-    empty = own.rms_norm(torch.randn(0, 8), None, 1e-6, 0.0, None)
-    assert empty.shape == (0, 8)
     assert [c[0] for c in gpu_like.calls] == ["row_norm", "row_norm", "channels_first"]
 
 
@@ -200,22 +202,19 @@ def failing_compile(monkeypatch):
 
 def test_compile_failure_is_remembered_and_reported(monkeypatch, tmp_path, failing_compile):
     monkeypatch.setenv("NORMSWITCH_CUDA_CACHE", str(tmp_path))
-    monkeypatch.setattr(cuda, "_device_problem", lambda device_type: None)
-    _no_sgl_no_vllm(monkeypatch)
+    monkeypatch.setattr(cuda, "device_problem", lambda device_type: None)
     x = torch.randn(2, 8)
     for _ in range(2):
         with pytest.raises(build.CudaBuildError, match="injected failure"):
             own.rms_norm(x, None, 1e-6, 0.0, None)
     assert len(failing_compile) == 1  # not retried
-    reason = cuda.BACKEND.availability("cuda")
-    assert "own: compile failed" in reason and "sgl-kernel: not importable" in reason
+    assert "compile failed" in cuda.availability("cuda")
 
 
 def test_registry_falls_through_on_compile_failure(monkeypatch, tmp_path, failing_compile, caplog):
-    """The cuda backend asked first on CPU tensors: its compile fails, native serves."""
+    """The cuda backend asked first on CPU tensors: its compile fails, the next one serves."""
     monkeypatch.setenv("NORMSWITCH_CUDA_CACHE", str(tmp_path))
-    monkeypatch.setattr(cuda, "_device_problem", lambda device_type: None)
-    _no_sgl_no_vllm(monkeypatch)
+    monkeypatch.setattr(cuda, "device_problem", lambda device_type: None)
     monkeypatch.setenv("NORMSWITCH_BACKEND", "cuda")
     ns.reset()
     x, w = torch.randn(3, 16), torch.randn(16)
@@ -226,12 +225,16 @@ def test_registry_falls_through_on_compile_failure(monkeypatch, tmp_path, failin
                for r in caplog.records)
 
 
-def test_registry_falls_through_when_the_module_cannot_import(monkeypatch):
-    monkeypatch.setitem(sys.modules, "normswitch.kernels.cuda", None)
-    monkeypatch.setenv("NORMSWITCH_BACKEND", "cuda")
-    from normswitch.registry import REGISTRY
+def test_registry_falls_through_when_a_backend_module_cannot_import(monkeypatch):
+    import subprocess
 
-    REGISTRY.reset(keep_backends=False)
-    x = torch.randn(3, 16)
-    torch.testing.assert_close(ns.rms_norm(x), ns.rms_norm(x, backend="native"))
-    REGISTRY.reset(keep_backends=False)
+    code = ("import sys; sys.modules['normswitch.kernels.sgl_kernel'] = None\n"
+            "import os, torch, normswitch as ns\n"
+            "from normswitch.registry import REGISTRY\n"
+            "x = torch.randn(3, 16)\n"
+            "os.environ['NORMSWITCH_BACKEND'] = 'sgl_kernel'; ns.reset()\n"
+            "torch.testing.assert_close(ns.rms_norm(x), ns.rms_norm(x, backend='native'))\n"
+            "print(REGISTRY.availability('rms_norm', 'sgl_kernel', 'cpu'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "cannot import normswitch.kernels.sgl_kernel" in out.stdout

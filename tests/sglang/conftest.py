@@ -8,6 +8,7 @@ import warnings
 from typing import Optional
 
 import pytest
+import torch
 from prometheus_client import REGISTRY
 
 import normswitch as ns
@@ -24,6 +25,14 @@ def calls(op: str, backend: Optional[str] = None, device: str = "cpu") -> float:
         return sample("normswitch_calls_total", op=op, device=device, backend=backend)
     return sum(sample("normswitch_calls_total", op=op, device=device, backend=name)
                for name in ns.registry.REGISTRY.names())
+
+
+@pytest.fixture(autouse=True)
+def serving_without_grad():
+    """SGLang runs its layers without grad mode (their parameters require grad): so do the tests;
+    with grad mode on, normswitch would build a differentiable graph instead of calling a backend."""
+    with torch.no_grad():
+        yield
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ pytest.importorskip("sglang", reason="SGLang is not installed (scripts/install_s
 
 GATED_CALL = """
 import torch
+torch.set_grad_enabled(False)  # as SGLang serves: parameters that require grad build no graph
 from sglang.kernels.ops.attention.fla import layernorm_gated as lg
 x, z, w = torch.randn(4, 64), torch.randn(4, 64), torch.ones(64)
 def call():

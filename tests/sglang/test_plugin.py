@@ -5,10 +5,13 @@ import pytest
 import torch
 
 import normswitch as ns
-from normswitch import reference
 from normswitch.modules import LayerNormFP32
+from normswitch.ops._inputs import rand
+from normswitch.ops.layer_norm import reference_layer_norm
+from normswitch.ops.norm_gated import reference as reference_norm_gated
+from normswitch.ops.rms_norm import reference_fused_add, reference_rms_norm
 
-from ..numerics import assert_close, rand
+from ..ops.harness import assert_close
 from .conftest import calls, sample
 
 pytest.importorskip("sglang", reason="SGLang is not installed (scripts/install_sglang.sh)")
@@ -46,7 +49,7 @@ def test_rms_norm(dtype, shape):
     y = norm(x)
     assert calls("rms_norm") == before + 1
     assert y.dtype == dtype and y.shape == x.shape
-    assert_close(y, reference.rms_norm(x, norm.weight, 1e-6), dtype, "SGLang RMSNorm")
+    assert_close(y, reference_rms_norm(x, norm.weight, 1e-6)[0], dtype, "SGLang RMSNorm")
     sglang_native = type(norm).forward_native.__wrapped__(norm, x)
     assert_close(y, sglang_native.double(), dtype, "SGLang's own forward_native")
 
@@ -61,7 +64,7 @@ def test_rms_norm_with_residual(dtype):
     before = calls("fused_add_rms_norm")
     y, r = norm(x.clone(), residual.clone())
     assert calls("fused_add_rms_norm") == before + 1
-    ref_y, ref_r = reference.fused_add_rms_norm(x, residual, norm.weight, 1e-6)
+    ref_y, ref_r = reference_fused_add(x, residual, norm.weight, 1e-6)
     assert_close(r, ref_r, dtype, "residual")
     assert_close(y, ref_y, dtype, "SGLang RMSNorm + residual")
 
@@ -72,7 +75,7 @@ def test_rms_norm_post_residual_addition():
     norm = RMSNorm(64)
     x, residual, post = (rand((4, 64), torch.float32, "cpu") for _ in range(3))
     y, r = norm(x, residual, post)
-    ref_y, ref_r = reference.fused_add_rms_norm(x, residual + post, norm.weight, 1e-6)
+    ref_y, ref_r = reference_fused_add(x, residual + post, norm.weight, 1e-6)
     assert_close(r, ref_r, torch.float32, "residual")
     assert_close(y, ref_y, torch.float32, "norm")
 
@@ -101,10 +104,10 @@ def test_gemma_rms_norm(residual):
         out = norm(x, res) if residual else norm(x)
     assert calls(op) == before + 1
     if residual:
-        ref_y, _ = reference.fused_add_rms_norm(x, res, norm.weight, 1e-6, 1.0)
+        ref_y, _ = reference_fused_add(x, res, norm.weight, 1e-6, 1.0)
         out = out[0]
     else:
-        ref_y = reference.rms_norm(x, norm.weight, 1e-6, 1.0)
+        ref_y = reference_rms_norm(x, norm.weight, 1e-6, 1.0)[0]
     assert_close(out, ref_y, torch.bfloat16, "SGLang GemmaRMSNorm")
 
 
@@ -121,7 +124,7 @@ def test_layer_norm(dtype):
         y = norm(x)
     assert calls("layer_norm") == before + 1
     assert y.dtype == dtype
-    assert_close(y, reference.layer_norm(x, norm.weight, norm.bias, 1e-5), dtype, "SGLang LayerNorm")
+    assert_close(y, reference_layer_norm(x, norm.weight, norm.bias, 1e-5)[0], dtype, "SGLang LayerNorm")
 
 
 # -- the FLA gated norm: SGLang's Triton kernel cannot run on CPU; normswitch serves it --------
@@ -143,7 +146,7 @@ def test_layernorm_fn(is_rms_norm, norm_before_gate, group_size):
     y = layernorm_fn(x, weight, bias, z=z, eps=1e-6, group_size=group_size,
                      norm_before_gate=norm_before_gate, is_rms_norm=is_rms_norm)
     assert calls("norm_gated") == before + 1
-    ref, _, _ = reference.norm_gated(x, weight, bias, z, 1e-6, group_size, norm_before_gate, is_rms_norm)
+    ref, _, _ = reference_norm_gated(x, weight, bias, z, 1e-6, group_size, norm_before_gate, is_rms_norm)
     assert_close(y, ref, torch.bfloat16, "SGLang layernorm_fn")
 
 
@@ -151,7 +154,7 @@ def test_rms_norm_gated_and_layer_norm_fwd():
     from sglang.kernels.ops.attention.fla import layernorm_gated as lg
 
     x, z, weight, _ = _gated_inputs()
-    ref, _, ref_rstd = reference.norm_gated(x, weight, None, z, 1e-6, 64, True, True)
+    ref, _, ref_rstd = reference_norm_gated(x, weight, None, z, 1e-6, 64, True, True)
     before = calls("norm_gated")
     y = lg.rms_norm_gated(x=x.view(2, 3, 128), weight=weight, bias=None, z=z.view(2, 3, 128),
                           eps=1e-6, group_size=64, is_rms_norm=True)
@@ -173,8 +176,8 @@ def test_gated_norm_modules():
     before = calls("norm_gated")
     y_rms, y_ln = rms(x, z), ln(x, z)
     assert calls("norm_gated") == before + 2
-    ref_rms, _, _ = reference.norm_gated(x, rms.weight, None, z, 1e-5, 32, True, True)
-    ref_ln, _, _ = reference.norm_gated(x, ln.weight, ln.bias, z, 1e-5, None, False, False)
+    ref_rms, _, _ = reference_norm_gated(x, rms.weight, None, z, 1e-5, 32, True, True)
+    ref_ln, _, _ = reference_norm_gated(x, ln.weight, ln.bias, z, 1e-5, None, False, False)
     assert_close(y_rms, ref_rms, torch.float32, "SGLang gated RMSNorm")
     assert_close(y_ln, ref_ln, torch.float32, "SGLang gated LayerNorm")
 
@@ -184,7 +187,7 @@ def test_sigmoid_gate_is_handed_back_to_sglangs_kernel():
 
     x, z, weight, _ = _gated_inputs()
     before = calls("norm_gated")
-    with pytest.raises(Exception):  # SGLang's Triton kernel: no CUDA on this machine
+    with pytest.raises(Exception):  # noqa: B017  (SGLang's Triton kernel fails without CUDA; its error type is Triton's)
         layernorm_fn(x, weight, None, z=z, activation="sigmoid")
     assert calls("norm_gated") == before
 
@@ -196,7 +199,7 @@ def test_triton_requested_on_cpu_falls_back(monkeypatch):
     ns.reset()
     x, z, weight, bias = _gated_inputs()
     y = layernorm_fn(x, weight, bias, z=z)
-    assert_close(y, reference.norm_gated(x, weight, bias, z, 1e-6, None, True, False)[0], torch.float32, "y")
+    assert_close(y, reference_norm_gated(x, weight, bias, z, 1e-6, None, True, False)[0], torch.float32, "y")
     assert calls("norm_gated") >= 1
     assert sample("normswitch_backend_selected", op="norm_gated", device="cpu", backend="triton") == 0
     assert calls("norm_gated", backend="triton") == 0
@@ -229,7 +232,7 @@ def test_deepseek_ocr_vision_fp32_layernorm_is_normswitch():
     with torch.no_grad():
         y = norm(x)
     assert calls("layer_norm") == before + 1
-    assert_close(y, reference.layer_norm(x, norm.weight, norm.bias, 1e-5), torch.bfloat16, "LayerNormfp32")
+    assert_close(y, reference_layer_norm(x, norm.weight, norm.bias, 1e-5)[0], torch.bfloat16, "LayerNormfp32")
 
 
 # -- out-of-tree platforms: SGLang's register_oot_forward ---------------------------------------

@@ -1,6 +1,6 @@
 """Every kernel variant compiles for sm_90 through Triton's full pipeline, no GPU needed.
 
-The interpreter (interp_cases.py) checks the numerics but accepts code the compiler rejects
+The interpreter (test_triton_interpreter.py) checks the numerics but accepts code the compiler rejects
 (e.g. a helper whose branches return different types); this catches that on CPU-only CI.
 """
 import importlib.util
@@ -45,7 +45,8 @@ def test_row_kernels_compile(looped, block_m, block_n, dtype):
     sig.update(MEAN="*fp32", RSTD="*fp32", W="*fp32", eps="fp32", w_offset="fp32")
     sig.update({i: "i32" for i in ROW_INTS})
     for variant, first in itertools.product(_row_variants(), [False, True]):
-        ce = {**variant, "BLOCK_M": block_m, "BLOCK_N": block_n, "PARAMS_FIRST": first}
+        # RTNE_BY_HAND (the interpreter's rounding) compiled too, with each PARAMS_FIRST value
+        ce = {**variant, "BLOCK_M": block_m, "BLOCK_N": block_n, "PARAMS_FIRST": first, "RTNE_BY_HAND": first}
         assert _compile(fn, sig, ce).asm["cubin"]
 
 
@@ -55,5 +56,5 @@ def test_channels_first_kernel_compiles(one_pass, block_c, block_s):
 
     sig = {"X": "*bf16", "W": "*fp32", "B": "*bf16", "Y": "*bf16", "C": "i32", "S": "i32", "eps": "fp32"}
     kernel = _compile(cf._ln_channels_first_kernel, sig,
-                      {"ONE_PASS": one_pass, "BLOCK_C": block_c, "BLOCK_S": block_s})
+                      {"ONE_PASS": one_pass, "BLOCK_C": block_c, "BLOCK_S": block_s, "RTNE_BY_HAND": one_pass})
     assert kernel.asm["cubin"]

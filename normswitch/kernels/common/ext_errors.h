@@ -1,9 +1,9 @@
 // Errors of normswitch's C++ extensions (cpu and cuda), for their bindings and argument checks.
 //
-// Messages are built with std::string, never with iostreams (TORCH_CHECK's c10::str): an
-// extension's own iostream code segfaulted on a machine whose process had loaded an older
-// libstdc++ than the extension's compiler (GCC 13). Errors are thrown as standard exceptions that
-// pybind11 translates itself, whatever translators the running torch registered:
+// Messages are built with std::string, never with iostreams (TORCH_CHECK's c10::str): iostream
+// code compiled by a newer GCC than the libstdc++ already loaded in the process can crash. Errors
+// are thrown as standard exceptions that pybind11 translates itself, whatever translators the
+// running torch registered:
 // std::invalid_argument -> ValueError, normswitch_ext::TypeError -> TypeError (in `guarded`),
 // std::runtime_error -> RuntimeError. `guarded` (ext_bindings.h) wraps the bound functions.
 #pragma once

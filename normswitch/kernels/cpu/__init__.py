@@ -1,8 +1,8 @@
 """The ``cpu`` backend: normswitch's own C++ kernels for CPU tensors (``csrc/``), one pass per row
 with ATen's vector types and intra-op threads. Compiled on first use (see ``build``); with no
 compiler, or a failed build, the registry falls back to ``native``. Serves ``rms_norm``,
-``fused_add_rms_norm`` and ``norm_gated``; LayerNorm stays on ``native`` (``F.layer_norm`` is
-already one fused pass on CPU).
+``fused_add_rms_norm`` (residual of x's dtype) and ``norm_gated`` (gate of x's dtype);
+LayerNorm stays on ``native`` (``F.layer_norm`` is already one fused pass on CPU).
 """
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from typing import Optional
 
 import torch
 
-from ... import fallbacks
-from ...backend import Backend
+from ...registry import Call, register_impl
 from .build import EXTENSION, capability
 
 Tensor = torch.Tensor
@@ -29,8 +28,6 @@ def rms_norm(x: Tensor, weight: Optional[Tensor], eps: float, weight_offset: flo
 
 def fused_add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float, weight_offset: float,
                        inplace: bool) -> tuple[Tensor, Tensor]:
-    if residual.dtype != x.dtype:  # the residual is stored in its own dtype: the reference path
-        return fallbacks.fused_add_rms_norm(x, residual, weight, eps, weight_offset, inplace)
     return _ext().fused_add_rms_norm(x, residual, weight, eps, weight_offset, inplace)
 
 
@@ -46,17 +43,26 @@ def _available(device_type: str) -> Optional[str]:
     return EXTENSION.problem()
 
 
-def _details(op: str, device_type: str) -> str:
+def _supports_add(call: Call) -> Optional[str]:
+    if "residual_mixed" in call.features:
+        return "a residual of another dtype than x"
+    return None
+
+
+def _supports_gated(call: Call) -> Optional[str]:
+    if "z_mixed" in call.features:
+        return "a gate z of another dtype than x"
+    return None
+
+
+def _details(device_type: str) -> str:
     if EXTENSION.module is not None:
         return f"C++ kernels for {capability()}, loaded"
     return f"C++ kernels for {capability()}, compiled or loaded from the cache on first use"
 
 
-BACKEND = Backend(
-    name="cpu",
-    impls={"rms_norm": rms_norm, "fused_add_rms_norm": fused_add_rms_norm, "norm_gated": norm_gated},
-    availability=_available,
-    details=_details,
-)
-
-__all__ = ["BACKEND"]
+register_impl("rms_norm", "cpu", rms_norm, available=_available, details=_details)
+register_impl("fused_add_rms_norm", "cpu", fused_add_rms_norm, available=_available,
+              supports=_supports_add, details=_details)
+register_impl("norm_gated", "cpu", norm_gated, available=_available, supports=_supports_gated,
+              details=_details)

@@ -1,6 +1,7 @@
 """How the CPU kernels (``csrc/``) are compiled: flags for this CPU's vector capability, the
-cache key, and the toolchain check. Built on first use, cached under ``$NORMSWITCH_CPU_CACHE``
-(default ``~/.cache/normswitch/cpu``), see ``normswitch.kernels.jit``."""
+cache key, and the toolchain check. Built on first use (or ahead of time by ``normswitch build``),
+cached under ``$NORMSWITCH_CPU_CACHE`` (default ``~/.cache/normswitch/cpu``), see
+``normswitch.kernels.jit``."""
 from __future__ import annotations
 
 import platform
@@ -27,6 +28,7 @@ def capability() -> str:
 
 
 def flags() -> dict:
+    """``cpp_extension.load`` flags for this CPU's vector capability."""
     cap = capability()
     cflags = ["-O3", "-fopenmp", "-ffp-contract=off", f"-DCPU_CAPABILITY={cap}"]
     if cap != "DEFAULT":
@@ -35,6 +37,7 @@ def flags() -> dict:
 
 
 def key() -> str:
+    """What besides the sources decides the binary: torch version, machine and capability."""
     return f"{torch.__version__}|{platform.machine()}|{capability()}"
 
 

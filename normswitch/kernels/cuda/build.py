@@ -1,5 +1,6 @@
 """How normswitch's own CUDA kernels (``csrc/``) are built: on first use, through
-``torch.utils.cpp_extension`` and ninja (see ``normswitch.kernels.jit``).
+``torch.utils.cpp_extension`` and ninja (see ``normswitch.kernels.jit``), or ahead of time by
+``normswitch build`` on a machine with the GPU.
 
 Cached on disk under ``$NORMSWITCH_CUDA_CACHE`` (default ``~/.cache/normswitch/cuda``), keyed by
 source hash, torch version, CUDA version and the GPU architecture. A failed build is remembered

@@ -1,4 +1,4 @@
-"""normswitch's own CUDA kernels behind the kernel contract of ``normswitch.backend``.
+"""normswitch's own CUDA kernels behind the kernel contracts declared in ``normswitch.ops``.
 
 Semantics are exactly design.md's: RMSNorm in the HF order (``round(round(x * rstd) *
 (w + offset))``), LayerNorm and the gated norms rounded once; statistics in float32.

@@ -1,4 +1,4 @@
-"""The ``triton`` backend: ``BACKEND`` for the registry.
+"""The ``triton`` backend: registers the Triton kernels of every op.
 
 Importing this module never imports Triton: availability imports it on demand, and the kernel
 modules (whose ``@triton.jit`` decorators read ``TRITON_INTERPRET``) load on the first call.
@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
-from normswitch.backend import OPS, Backend, Call
+from normswitch.registry import REGISTRY, Call, check_contract, contract_signature, register_impl
 
 GPU_DEVICES = ("cuda", "rocm", "xpu")
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -80,8 +80,6 @@ def availability(device_type: str) -> Optional[str]:
 
 def supports(call: Call) -> Optional[str]:
     """None when the kernels serve ``call``; any hidden size, group size and layout is served."""
-    if call.op not in OPS:
-        return f"unknown op {call.op}"
     if call.dtype not in DTYPES:
         return f"dtype {call.dtype} not supported (float16, bfloat16, float32)"
     return None
@@ -91,27 +89,28 @@ def _impl(op: str) -> Callable:
     """A kernel-contract function that imports its kernel module on the first call."""
     loaded: list[Callable] = []
 
-    def call(*args, **kwargs):
+    def call(*args):
         if not loaded:
             module = importlib.import_module(f"{__name__}.{_KERNEL_MODULE[op]}")
-            loaded.append(getattr(module, op))
-            BACKEND.impls[op] = loaded[0]
-        return loaded[0](*args, **kwargs)
+            fn = getattr(module, op)
+            check_contract(op, REGISTRY.contracts[op], fn, "triton")
+            loaded.append(fn)
+            REGISTRY.impls[op]["triton"].fn = fn  # later plans call the kernel directly
+            REGISTRY.drop_plans()
+        return loaded[0](*args)
 
     call.__name__ = call.__qualname__ = f"triton_{op}"
+    call.__signature__ = contract_signature(op)
     return call
 
 
-def details(op: str, device_type: str) -> str:
-    """One line for ``normswitch info``."""
-    mode = "interpreter" if device_type == "cpu" else "compiled"
-    return f"triton {mode}: {_KERNEL_MODULE[op]}.py"
+def _details(op: str):
+    def details(device_type: str) -> str:
+        mode = "interpreter" if device_type == "cpu" else "compiled"
+        return f"triton {mode}: {_KERNEL_MODULE[op]}.py"
+    return details
 
 
-BACKEND = Backend(
-    name="triton",
-    impls={op: _impl(op) for op in OPS},
-    availability=availability,
-    supports=supports,
-    details=details,
-)
+for _name in _KERNEL_MODULE:
+    register_impl(_name, "triton", _impl(_name), available=availability, supports=supports,
+                  details=_details(_name))

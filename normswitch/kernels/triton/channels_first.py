@@ -11,8 +11,11 @@ from __future__ import annotations
 import functools
 
 import torch
+
 import triton
 import triton.language as tl
+
+from .rounding import RTNE_BY_HAND, to_storage
 
 MAX_TILE = 16384
 """Elements of one register tile (BLOCK_C * BLOCK_S)."""
@@ -36,7 +39,7 @@ def _num_sms(device: torch.device) -> int:
 @triton.jit
 def _ln_channels_first_kernel(
     X, W, B, Y, C, S, eps,
-    ONE_PASS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+    ONE_PASS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, RTNE_BY_HAND: tl.constexpr,
 ):
     """x, y: (B, C, S) contiguous; grid (B * cdiv(S, BLOCK_S),)."""
     pid = tl.program_id(0).to(tl.int64)
@@ -56,7 +59,7 @@ def _ln_channels_first_kernel(
         xc = tl.where(mask, x - mean[None, :], 0.0)
         rstd = tl.rsqrt(tl.sum(xc * xc, axis=0) / C + eps)
         y = xc * rstd[None, :] * w[:, None] + b[:, None]
-        tl.store(Y + off, y.to(Y.dtype.element_ty), mask=mask)
+        tl.store(Y + off, to_storage(y, Y.dtype.element_ty, RTNE_BY_HAND), mask=mask)
     else:
         shift = tl.load(X + base + s, mask=smask, other=0.0).to(tl.float32)
         acc = tl.zeros([BLOCK_C, BLOCK_S], dtype=tl.float32)
@@ -82,7 +85,7 @@ def _ln_channels_first_kernel(
             off = base + c.to(tl.int64)[:, None] * S + s[None, :]
             x = tl.load(X + off, mask=mask, other=0.0).to(tl.float32)
             y = (x - mean[None, :]) * rstd[None, :] * w[:, None] + b[:, None]
-            tl.store(Y + off, y.to(Y.dtype.element_ty), mask=mask)
+            tl.store(Y + off, to_storage(y, Y.dtype.element_ty, RTNE_BY_HAND), mask=mask)
 
 
 @functools.lru_cache(maxsize=None)
@@ -91,13 +94,12 @@ def cf_config(C: int, S: int, nb: int, max_tile: int, chunk_tile: int,
     """``(one_pass, BLOCK_C, BLOCK_S, num_warps)`` for ``nb`` items of ``C`` channels, ``S``
     positions, on ``n_sm`` multiprocessors.
 
-    Channels that fit a register tile take one pass, unless the tile holds fewer than 16
-    positions and two passes would take more (8 positions, 16-byte row segments, ran 2x slower
-    than two passes at C = 1280 x 32768 positions). Otherwise each program owns about
-    ``nb * S / n_sm`` positions (a power of two in [8, MAX_STREAM_S]): one or two programs per
-    multiprocessor, long row segments. H200 A/B (2026-11-22, bf16, 8 warps): 32768 positions x
-    C = 4096: 283 -> 227 us (128 positions, 64 channels a chunk); 4096 x 4096: 69 -> 45 us (32
-    positions, 512 channels: the one-wave grid re-reads its slabs from L2)."""
+    Channels that fit a register tile take one pass, unless the tile would hold fewer than 16
+    positions (row segments of 16 bytes or less waste most of each memory transaction).
+    Otherwise each program owns about ``nb * S / n_sm`` positions (a power of two in
+    [8, MAX_STREAM_S]): one or two programs per multiprocessor, long row segments, and the second
+    pass re-reads a program's slab from L2 (configurations compared in
+    benchmarks/results/NOTES-triton.md)."""
     block_s = min(64, triton.next_power_of_2(max(S, 1)))
     while block_s > 8 and nb * triton.cdiv(S, block_s) < MIN_PROGRAMS:
         block_s //= 2
@@ -125,5 +127,6 @@ def layer_norm_channels_first(x: torch.Tensor, weight: torch.Tensor, bias: torch
                                                       _num_sms(x.device))
     grid = (triton.cdiv(S, block_s) * nb,)
     _ln_channels_first_kernel[grid](x, weight, bias, y, C, S, eps, ONE_PASS=one_pass,
-                                    BLOCK_C=block_c, BLOCK_S=block_s, num_warps=num_warps)
+                                    BLOCK_C=block_c, BLOCK_S=block_s, RTNE_BY_HAND=RTNE_BY_HAND,
+                                    num_warps=num_warps)
     return y

@@ -1,6 +1,6 @@
 """Launch configuration and kernel-contract entry points for the last-dimension norms.
 
-Every function here takes inputs already shaped by ``normswitch.ops`` (see ``normswitch.backend``):
+Every function here takes inputs already shaped by ``normswitch.ops`` (its kernel contracts):
 2-D ``(M, N)`` tensors with unit column stride, 1-D contiguous ``weight``/``bias``.
 
 The launch configuration depends only on the row length ``G`` (never on ``M``), so a row's result
@@ -12,8 +12,10 @@ import functools
 from typing import Optional
 
 import torch
+
 import triton
 
+from .rounding import RTNE_BY_HAND
 from .rownorm import _rownorm_fused_kernel, _rownorm_looped_kernel
 
 MAX_FUSED_N = 16384
@@ -23,14 +25,13 @@ LOOP_BLOCK_N = 4096
 PARAMS_FIRST_MAX_PROGRAMS = 1024
 """Grids up to this many programs load weight/bias before the reduction (see rownorm.py)."""
 ROWS_TARGET = 2048
-"""Elements per program aimed at for rows shorter than 1024 (several rows per program); longer
-rows take one program each (H200, gated norm with groups of 1024: two groups per program ran
-~20% slower than one), except rows padded to 2048 lanes, two per program (H200, 2026-11-22,
-32768 x 1280: LayerNorm 58.7 -> 52.5 us, gated norm 79.0 -> 71.5 us; ~0.3 us more at M <= 64)."""
+"""Elements per program aimed at for rows shorter than 1024 (several rows per program). Longer
+rows take one program each (two groups of 1024 per program were slower), except rows padded to
+2048 lanes (N = 1280), two per program: fewer idle lanes per program at large M, at a small cost
+at decode sizes (benchmarks/results/NOTES-triton.md)."""
 MAX_WARPS_8K = 8
-"""Warps for rows of up to 8192 lanes (H200, 2026-11-22, 32768 rows, 8 warps instead of 16:
-LayerNorm 7168/8192 284/298 -> 241/264 us, gated norm 8192 410 -> 381 us; the gated norm at
-M <= 64 is ~0.7 us slower with 8)."""
+"""Warps for rows of up to 8192 lanes: 8 rather than 16 keeps more rows in flight per
+multiprocessor at prefill sizes (benchmarks/results/NOTES-triton.md)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -98,7 +99,7 @@ def launch_rownorm(
         HAS_W=weight is not None, HAS_B=bias is not None, ROUND_XHAT=round_xhat,
         GROUPED=n_groups > 1, STORE_MEAN=mean is not None, STORE_RSTD=rstd is not None,
         BLOCK_M=block_m, BLOCK_N=block_n, PARAMS_FIRST=grid[0] <= PARAMS_FIRST_MAX_PROGRAMS,
-        num_warps=num_warps,
+        RTNE_BY_HAND=RTNE_BY_HAND, num_warps=num_warps,
     )
 
 

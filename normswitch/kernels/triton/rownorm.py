@@ -19,6 +19,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .rounding import to_storage
+
 
 @triton.jit
 def _silu(z):
@@ -27,10 +29,10 @@ def _silu(z):
 
 @triton.jit
 def _finish(xhat, w, b, Y_TY: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
-            ROUND_XHAT: tl.constexpr):
+            ROUND_XHAT: tl.constexpr, RTNE_BY_HAND: tl.constexpr):
     """``round?(xhat) * w + b`` with ``w`` (offset included) and ``b`` already in float32."""
     if ROUND_XHAT:
-        xhat = xhat.to(Y_TY).to(tl.float32)
+        xhat = to_storage(xhat, Y_TY, RTNE_BY_HAND).to(tl.float32)
     if HAS_W:
         xhat = xhat * w
     if HAS_B:
@@ -57,6 +59,7 @@ def _rownorm_fused_kernel(
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, ROUND_XHAT: tl.constexpr, GROUPED: tl.constexpr,
     STORE_MEAN: tl.constexpr, STORE_RSTD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PARAMS_FIRST: tl.constexpr,
+    RTNE_BY_HAND: tl.constexpr,
 ):
     """Rows of ``G <= BLOCK_N`` elements, ``BLOCK_M`` rows per program, all in registers.
 
@@ -87,7 +90,7 @@ def _rownorm_fused_kernel(
     x = tl.load(X + m[:, None] * sx + c_off, mask=mask, other=0.0).to(tl.float32)
     if HAS_RES:
         r = tl.load(R + m[:, None] * sr + c_off, mask=mask, other=0.0)
-        x = (x + r.to(tl.float32)).to(RO.dtype.element_ty)
+        x = to_storage(x + r.to(tl.float32), RO.dtype.element_ty, RTNE_BY_HAND)
         tl.store(RO + m[:, None] * sro + c_off, x, mask=mask)
         x = x.to(tl.float32)
     if HAS_Z:
@@ -105,11 +108,11 @@ def _rownorm_fused_kernel(
     if not PARAMS_FIRST:
         w = _param(W, p_off, p_mask, HAS_W, w_offset)
         b = _param(B, p_off, p_mask, HAS_B, 0.0)
-    y = _finish(xc * rstd[:, None], w, b, Y.dtype.element_ty, HAS_W, HAS_B, ROUND_XHAT)
+    y = _finish(xc * rstd[:, None], w, b, Y.dtype.element_ty, HAS_W, HAS_B, ROUND_XHAT, RTNE_BY_HAND)
     if HAS_Z:
         if not GATE_FIRST:
             y = y * _silu(z)
-    tl.store(Y + m[:, None] * sy + c_off, y.to(Y.dtype.element_ty), mask=mask)
+    tl.store(Y + m[:, None] * sy + c_off, to_storage(y, Y.dtype.element_ty, RTNE_BY_HAND), mask=mask)
     stat = g * M + m
     if STORE_MEAN:
         tl.store(MEAN + stat, mean, mask=rmask)
@@ -120,12 +123,12 @@ def _rownorm_fused_kernel(
 @triton.jit
 def _load_source(X, R, RO, Z, x_row, r_row, ro_row, z_row, idx, cmask,
                  HAS_RES: tl.constexpr, STORE_RO: tl.constexpr, HAS_Z: tl.constexpr,
-                 GATE_FIRST: tl.constexpr):
+                 GATE_FIRST: tl.constexpr, RTNE_BY_HAND: tl.constexpr):
     """One chunk of the row's normalized input (x, or round(x + r), times silu(z) when gate-first)."""
     x = tl.load(X + x_row + idx, mask=cmask, other=0.0).to(tl.float32)
     if HAS_RES:
         r = tl.load(R + r_row + idx, mask=cmask, other=0.0).to(tl.float32)
-        x = (x + r).to(RO.dtype.element_ty)
+        x = to_storage(x + r, RO.dtype.element_ty, RTNE_BY_HAND)
         if STORE_RO:
             tl.store(RO + ro_row + idx, x, mask=cmask)
         x = x.to(tl.float32)
@@ -145,6 +148,7 @@ def _rownorm_looped_kernel(
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, ROUND_XHAT: tl.constexpr, GROUPED: tl.constexpr,
     STORE_MEAN: tl.constexpr, STORE_RSTD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PARAMS_FIRST: tl.constexpr,
+    RTNE_BY_HAND: tl.constexpr,
 ):
     """One row of any length ``G`` per program, in chunks of ``BLOCK_N`` (``BLOCK_M`` is 1).
 
@@ -171,7 +175,7 @@ def _rownorm_looped_kernel(
         idx = start + cols
         cmask = idx < G
         x = _load_source(X, R, RO, Z, x_row, r_row, ro_row, z_row, idx, cmask,
-                         HAS_RES, True, HAS_Z, GATE_FIRST)
+                         HAS_RES, True, HAS_Z, GATE_FIRST, RTNE_BY_HAND)
         if IS_RMS:
             m2 += x * x
         else:
@@ -200,13 +204,14 @@ def _rownorm_looped_kernel(
                     x = x * _silu(z)
         else:
             x = _load_source(X, R, RO, Z, x_row, r_row, ro_row, z_row, idx, cmask,
-                             False, False, HAS_Z, GATE_FIRST)
-        y = _finish((x - mean) * rstd, w, b, Y.dtype.element_ty, HAS_W, HAS_B, ROUND_XHAT)
+                             False, False, HAS_Z, GATE_FIRST, RTNE_BY_HAND)
+        y = _finish((x - mean) * rstd, w, b, Y.dtype.element_ty, HAS_W, HAS_B, ROUND_XHAT,
+                    RTNE_BY_HAND)
         if HAS_Z:
             if not GATE_FIRST:
                 z = tl.load(Z + z_row + idx, mask=cmask, other=0.0).to(tl.float32)
                 y = y * _silu(z)
-        tl.store(Y + y_row + idx, y.to(Y.dtype.element_ty), mask=cmask)
+        tl.store(Y + y_row + idx, to_storage(y, Y.dtype.element_ty, RTNE_BY_HAND), mask=cmask)
     stat = g * M + m
     if STORE_MEAN:
         tl.store(MEAN + stat, mean)

@@ -213,7 +213,8 @@ def _oot_key(report: Report) -> Optional[str]:
         _skip(report, "out-of-tree forward registration", f"import failed: {_describe(exc)}")
         return None
     if not hasattr(fused_op.BaseFusedOp, "register_oot_forward"):
-        _skip(report, "out-of-tree forward registration", "BaseFusedOp.register_oot_forward is not in this SGLang version")
+        _skip(report, "out-of-tree forward registration",
+              "BaseFusedOp.register_oot_forward is not in this SGLang version")
         return None
     try:
         return fused_op._oot_dispatch_key()
@@ -246,6 +247,9 @@ def register() -> Report:
     global _report
     if _report is not None:
         return _report
+    from .. import start
+
+    start("SGLang", logging.getLogger("sglang"))
     report = Report()
     layer_hooks = _layer_hooks(report)
     hooks = layer_hooks + _gated_hooks(report) + _ocr_hooks(report)

@@ -12,7 +12,8 @@ vLLM calls :func:`register` in every process it starts (front end, engine core, 
   (``metrics``).
 
 Each hook is independent: one that this vLLM version cannot take is logged once, with the
-reason, and skipped; :func:`register` never raises, so vLLM always starts. Exclude the plugin
+reason, and skipped, and vLLM starts. An invalid normswitch setting (config file or variable)
+stops the process at once with one log line (``normswitch.plugin.start``). Exclude the plugin
 with ``VLLM_PLUGINS`` (a list of the plugins to load that does not name ``normswitch``).
 """
 from __future__ import annotations
@@ -73,7 +74,11 @@ HOOKS: dict[str, Callable[[], str]] = {
 
 
 def register() -> dict[str, str]:
-    """Install every hook that this vLLM supports; returns ``{hook: outcome}``. Never raises."""
+    """Check the settings, then install every hook that this vLLM supports; returns
+    ``{hook: outcome}``. Exits the process (status 2) on an invalid setting, else never raises."""
+    from .. import start
+
+    start("vLLM", logger)
     for name, hook in HOOKS.items():
         if name in _results:
             continue

@@ -1,4 +1,4 @@
-// Python bindings of the CPU kernels (the kernel contract of normswitch.backend).
+// Python bindings of the CPU kernels (the kernel contracts declared in normswitch/ops/).
 #include "ext_bindings.h"
 #include "norms.h"
 
