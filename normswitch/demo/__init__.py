@@ -160,14 +160,19 @@ def normswitch_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
 
 
 def wait_for_calls(url: str, ops: tuple[str, ...], timeout: float = 30.0) -> list:
-    """Read ``/metrics`` until every op in ``ops`` has a ``normswitch_calls_total`` sample."""
+    """Read ``/metrics`` until every op in ``ops`` has a ``normswitch_calls_total`` sample and the
+    counts have settled (the engine processes publish their counts every half second)."""
     deadline = time.monotonic() + timeout
+    last = None
     while True:
         samples = normswitch_samples(read_metrics(url))
-        seen = {labels["op"] for name, labels, v in samples if name == "normswitch_calls_total" and v > 0}
-        if set(ops) <= seen or time.monotonic() > deadline:
+        counts = sorted((tuple(sorted(labels.items())), v) for name, labels, v in samples
+                        if name == "normswitch_calls_total")
+        seen = {dict(labels)["op"] for labels, v in counts if v > 0}
+        if (set(ops) <= seen and counts == last) or time.monotonic() > deadline:
             return samples
-        time.sleep(0.5)
+        last = counts if set(ops) <= seen else None
+        time.sleep(1.0)
 
 
 def backend_table(samples: list[tuple[str, dict[str, str], float]]) -> str:
