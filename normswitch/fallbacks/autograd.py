@@ -54,22 +54,8 @@ def layer_norm_channels_first(x, weight, bias, eps):
 
 
 def norm_gated(x, weight, bias, z, eps, group_size, norm_before_gate, is_rms_norm, out):
-    m, n = x.shape
-    xf = x.float()
-    gate = None if z is None else F.silu(z.float())
-    if gate is not None and not norm_before_gate:
-        xf = xf * gate
-    xg = xf.view(m, n // group_size, group_size)
-    mean = None if is_rms_norm else xg.mean(-1, keepdim=True)
-    centered = xg if mean is None else xg - mean
-    rstd = torch.rsqrt(centered.square().mean(-1, keepdim=True) + eps)
-    y = (centered * rstd).view(m, n) * weight.float()
-    if bias is not None:
-        y = y + bias.float()
-    if gate is not None and norm_before_gate:
-        y = y * gate
+    from ..ops.norm_gated import reference
 
-    def group_major(stat: Tensor) -> Tensor:
-        return stat.view(m, n // group_size).t().reshape(-1)
-
-    return _into(y.to(x.dtype), out), None if mean is None else group_major(mean), group_major(rstd)
+    y, mean, rstd = reference(x, weight, bias, z, eps, group_size, norm_before_gate, is_rms_norm,
+                              compute=torch.float32)
+    return _into(y.to(x.dtype), out), mean, rstd

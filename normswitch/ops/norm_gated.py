@@ -160,21 +160,22 @@ def _traced(kargs: tuple, backend: Optional[str]) -> tuple[Tensor, Optional[Tens
 
 
 def reference(x, weight, bias=None, z=None, eps=1e-6, group_size=None, norm_before_gate=True,
-              is_rms_norm=False, out=None) -> tuple[Tensor, Optional[Tensor], Tensor]:
-    """The contract in float64: ``(y, mean or None, rstd)``, statistics group-major."""
+              is_rms_norm=False, out=None, compute: torch.dtype = F64) -> tuple[Tensor, Optional[Tensor], Tensor]:
+    """The contract in float64 (or ``compute``): ``(y, mean or None, rstd)``, statistics
+    group-major, ``y`` not rounded. The gate is computed in float64 whatever ``compute`` is."""
     m, n = x.shape
     g = group_size or n
-    xd = x.to(F64)
-    gate = None if z is None else F.silu(z.to(F64))
+    xd = x.to(compute)
+    gate = None if z is None else F.silu(z.to(F64)).to(compute)
     if gate is not None and not norm_before_gate:
         xd = xd * gate
     xg = xd.view(m, n // g, g)
     mean = None if is_rms_norm else xg.mean(-1, keepdim=True)
     centered = xg if mean is None else xg - mean
     rstd = torch.rsqrt(centered.square().mean(-1, keepdim=True) + eps)
-    y = (centered * rstd).view(m, n) * weight.to(F64)
+    y = (centered * rstd).view(m, n) * weight.to(compute)
     if bias is not None:
-        y = y + bias.to(F64)
+        y = y + bias.to(compute)
     if gate is not None and norm_before_gate:
         y = y * gate
     stats = [None if s is None else s.view(m, n // g).t().reshape(-1) for s in (mean, rstd)]
