@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from normswitch.kernels import cache as kernel_cache
 from normswitch.kernels import jit
 from normswitch.kernels.cpu import build as cpu_build
 
@@ -124,15 +125,15 @@ def _damage(how: str, library: Path, name: str, pristine: Path) -> None:
     elif how == "flipped_byte":
         library.write_bytes(data[:4000] + bytes([data[4000] ^ 0xFF]) + data[4001:])
     elif how == "no_record":
-        jit.record_path(library).unlink()
+        kernel_cache.record_path(library).unlink()
     elif how == "foreign":  # another build's library and record copied in
         other = library.with_name("other.so")
         shutil.copy(library, other)
-        jit.record_path(library).write_text(json.dumps(jit.library_record(other, "nsfake_other")))
+        kernel_cache.record_path(library).write_text(json.dumps(kernel_cache.library_record(other, "nsfake_other")))
         other.unlink()
     elif how == "garbage_matching_record":  # the record matches, the import fails
         library.write_bytes(os.urandom(len(data)))
-        jit.record_path(library).write_text(json.dumps(jit.library_record(library, name)))
+        kernel_cache.record_path(library).write_text(json.dumps(kernel_cache.library_record(library, name)))
 
 
 @pytest.mark.parametrize("how", ["truncated", "flipped_byte", "no_record", "foreign", "garbage_matching_record"])
@@ -147,7 +148,7 @@ def test_damaged_library_is_rebuilt(fake, tmp_path, how):
     assert done.stdout.count("COMPILE") == 1
     unusable = [line for line in done.stdout.splitlines() if "is unusable" in line]
     assert len(unusable) == 1 and "rebuilding" in unusable[0], done.stdout
-    assert jit.library_problem(library, name) is None
+    assert kernel_cache.library_problem(library, name) is None
     again = _run(base, cache)
     assert "ANSWER 42 cache" in again.stdout and "COMPILE" not in again.stdout, again.stdout
 
@@ -195,9 +196,9 @@ def test_stale_build_dirs_by_age_and_owner(tmp_path):
     for d in (fresh_live, old_live, dead, unowned_fresh, other):
         d.mkdir()
     (tmp_path / f"{name}.lock").touch()
-    past = time.time() - 2 * jit.STALE_SECONDS
+    past = time.time() - 2 * kernel_cache.STALE_SECONDS
     os.utime(old_live, (past, past))
-    removed = jit.remove_stale_builds(tmp_path, name)
+    removed = kernel_cache.remove_stale_builds(tmp_path, name)
     assert sorted(removed) == sorted([old_live, dead])
     assert fresh_live.exists() and unowned_fresh.exists() and other.exists() and (tmp_path / f"{name}.lock").exists()
 
@@ -281,8 +282,8 @@ def real_cpu_entry():
         pytest.skip(cpu_build.toolchain_problem())
     cpu_build.EXTENSION.load()
     library = cpu_build.EXTENSION.library_path()
-    if jit.library_problem(library, library.stem) is not None:
-        pytest.skip(f"no cached cpu build to copy: {jit.library_problem(library, library.stem)}")
+    if kernel_cache.library_problem(library, library.stem) is not None:
+        pytest.skip(f"no cached cpu build to copy: {kernel_cache.library_problem(library, library.stem)}")
     return library.parent
 
 
