@@ -182,7 +182,7 @@ class Op:
         if tracing():
             result = self.traced(kargs, backend)
         else:
-            entry = REGISTRY.entry(self.name, kargs, self.features(*kargs), self.group(*kargs), backend)
+            entry = self._entry(kargs, backend)
             result = REGISTRY.execute(entry, kargs)
             if key is not None and finish is None and not REGISTRY.count_calls:
                 self._record(key, entry, args, kargs)
@@ -216,10 +216,13 @@ class Op:
             REGISTRY.fast.clear()
         REGISTRY.fast[key] = (entry[1].candidates[0][1], entry, tuple(fixes))
 
+    def _entry(self, kargs: tuple, backend: Optional[str]) -> tuple:
+        """The registry's ``(plan key, plan)`` for kernel arguments ``kargs``."""
+        return REGISTRY.entry(self.name, kargs, self.features(*kargs), self.group(*kargs), backend)
+
     def run_kernel(self, kargs: tuple, backend: Optional[str]) -> Any:
-        """The registry's plan for kernel arguments (the body of the ``torch.library`` ops)."""
-        entry = REGISTRY.entry(self.name, kargs, self.features(*kargs), self.group(*kargs), backend)
-        return REGISTRY.execute(entry, kargs)
+        """Run the registry's plan for kernel arguments (the body of the ``torch.library`` ops)."""
+        return REGISTRY.execute(self._entry(kargs, backend), kargs)
 
     def define(self, schema: str, impl: Callable, fake: Callable) -> None:
         """Declare ``torch.ops.normswitch.<schema name>`` with its implementation and fake."""

@@ -120,7 +120,7 @@ def _rows_of(t: torch.Tensor) -> Optional[tuple[int, int, int, int]]:
     return t.storage_offset(), r.shape[0], r.stride(0) if r.shape[0] > 1 else r.shape[1], r.shape[1]
 
 
-def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
+def overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
     """True when ``a`` and ``b`` share an element of memory. Exact for rows at one stride, such
     as two column blocks of one buffer; otherwise torch's memory-range test (which may say yes
     for interleaved tensors that share nothing)."""
@@ -152,7 +152,7 @@ def apart(name: str, t: torch.Tensor, others: dict[str, Optional[torch.Tensor]],
     if torch.compiler.is_compiling():
         return
     for other_name, o in others.items():
-        if o is None or not _overlaps(t, o):
+        if o is None or not overlaps(t, o):
             continue
         same = (other_name in alias_ok and t.data_ptr() == o.data_ptr() and t.shape == o.shape
                 and t.stride() == o.stride())

@@ -181,8 +181,7 @@ class Registry:
         self._config = None
         self.count_calls = False
         self._availability.clear()
-        self._plans.clear()
-        self.fast.clear()
+        self.drop_plans()
         self._broken.clear()
         self._reported.clear()
 
@@ -205,10 +204,11 @@ class Registry:
 
     def decline(self, name: str, call: Call) -> Reason:
         """None when backend ``name`` serves ``call``, else why not."""
+        if self.load(name) is None and name not in self.impls[call.op]:
+            return f"unsupported: {name} has no {call.op} kernel"
         reason = self.availability(call.op, name, call.device_type)
         if reason is not None:
-            return f"unsupported: {reason}" if reason.endswith(f"no {call.op} kernel") \
-                else f"unavailable: {reason}"
+            return f"unavailable: {reason}"
         if name in self._broken.get(call, ()):
             return _BROKEN
         reason = self.impls[call.op][name].supports(call)
@@ -222,8 +222,7 @@ class Registry:
         key = (op, device, x.dtype, x.shape[1], group, features, forced)
         plan = self._plans.get(key)
         if plan is None:
-            call = Call(op, device, x.dtype, x.shape[1], frozenset(features), group)
-            plan = self._plans[key] = self._make_plan(call, forced)
+            plan = self._new_plan(key, Call(op, device, x.dtype, x.shape[1], frozenset(features), group), forced)
         return key, plan
 
     def current(self, entry: tuple[tuple, Plan]) -> bool:
@@ -234,10 +233,11 @@ class Registry:
         """The (cached) plan for calls like ``call``."""
         key = (call.op, call.device_type, call.dtype, call.hidden_size, call.group_size,
                tuple(sorted(call.features)), forced)
-        found = self._plans.get(key)
-        if found is None:
-            found = self._plans[key] = self._make_plan(call, forced)
-        return found
+        return self._plans.get(key) or self._new_plan(key, call, forced)
+
+    def _new_plan(self, key: tuple, call: Call, forced: Optional[str]) -> Plan:
+        plan = self._plans[key] = self._make_plan(call, forced)
+        return plan
 
     def _make_plan(self, call: Call, forced: Optional[str]) -> Plan:
         op, device = call.op, call.device_type

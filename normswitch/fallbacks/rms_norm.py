@@ -50,14 +50,11 @@ def rms_norm(
     weight_offset: float,
     out: Optional[torch.Tensor],
 ) -> torch.Tensor:
-    """RMSNorm over the last dim of (M, N) ``x``; returns (M, N) of ``x.dtype``."""
-    if out is None or _overlaps(out, x):
-        y = _rms_normalized(x, weight, eps, weight_offset, torch.empty_like(x, memory_format=torch.contiguous_format))
-        return y if out is None else out.copy_(y)
+    """RMSNorm over the last dim of (M, N) ``x``; returns (M, N) of ``x.dtype``. ``out`` is ``x``
+    itself or apart from it (the checks); each chunk of rows is read before it is written."""
+    if out is None:
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
     return _rms_normalized(x, weight, eps, weight_offset, out)
-
-
-_overlaps = torch._C._overlaps
 
 
 def _residual_sum(x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:

@@ -150,13 +150,15 @@ def _check_add(x, residual, weight, eps, weight_offset, inplace) -> tuple:
     return x, residual, weight, checks.eps(eps), checks.number("weight_offset", weight_offset), inplace
 
 
-_overlaps = torch._C._overlaps
+_ranges_meet = torch._C._overlaps
+"""Whether two tensors' memory ranges meet: exact for the contiguous tensors of the fast path
+(``checks.overlaps`` refines it for strided ones)."""
 
 
 def _add_guard(x, residual, weight, eps, weight_offset, inplace) -> bool:
     """The fast path's share of the in-place checks: whether the tensors overlap is a matter of
     addresses, not of the key (contiguous tensors never overlap themselves)."""
-    return not inplace or not (_overlaps(x, residual) or _overlaps(weight, x) or _overlaps(weight, residual))
+    return not inplace or not (_ranges_meet(x, residual) or _ranges_meet(weight, x) or _ranges_meet(weight, residual))
 
 
 def _empty_add(x, residual, weight, eps, weight_offset, inplace):
