@@ -66,12 +66,7 @@ def test_batch_invariance_at_large_m(dtype):
     m, n = 3000, 4096
     x, r, z = rand((m, n), dtype, DEV), rand((m, n), dtype, DEV, scale=1.0), rand((m, n), dtype, DEV)
     w, b = param(n, dtype, DEV), param(n, dtype, DEV)
-    h.check_batch_invariance({
-        "rms_norm": lambda s: ns.rms_norm(x[s], w, backend=B),
-        "fused_add_rms_norm": lambda s: ns.fused_add_rms_norm(x[s], r[s], w, backend=B)[0],
-        "layer_norm": lambda s: ns.layer_norm(x[s], w, b, backend=B),
-        "norm_gated": lambda s: ns.norm_gated(x[s], w, b, z[s], group_size=n // 4, backend=B)[0],
-    }, m, row=m - 1, sizes=(1, 5, 64, 1000))
+    h.check_batch_invariance(h.row_op_calls(x, r, z, w, b, B), m, row=m - 1, sizes=(1, 5, 64, 1000))
 
 
 # -- every launch path of the own kernels (kernel contract, poisoned outputs) -------------------

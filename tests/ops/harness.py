@@ -232,6 +232,20 @@ def batch_shape(backend: str, device: str) -> tuple[int, int]:
     return (1000, 48) if (backend, device) == ("triton", "cpu") else (1000, 1280)
 
 
+def row_op_calls(x: Tensor, r: Tensor, z: Tensor, w: Tensor, b: Tensor,
+                 backend: str) -> dict[str, Callable[[slice], Tensor]]:
+    """Every row op (the gated norm as LayerNorm in groups and as RMSNorm) on the rows ``s`` of
+    (M, N) inputs, forced onto ``backend``: the ``runs`` of :func:`check_batch_invariance`."""
+    n = x.shape[1]
+    return {
+        "rms_norm": lambda s: ns.rms_norm(x[s], w, backend=backend),
+        "fused_add_rms_norm": lambda s: ns.fused_add_rms_norm(x[s], r[s], w, backend=backend)[0],
+        "layer_norm": lambda s: ns.layer_norm(x[s], w, b, backend=backend),
+        "norm_gated": lambda s: ns.norm_gated(x[s], w, b, z[s], group_size=n // 4, backend=backend)[0],
+        "norm_gated rms": lambda s: ns.norm_gated(x[s], w, None, z[s], is_rms_norm=True, backend=backend)[0],
+    }
+
+
 def check_batch_invariance(runs: dict[str, Callable[[slice], Tensor]], batch: int, row: int = 37,
                            sizes: tuple[int, ...] = (1, 7, 64)) -> None:
     """Row ``row`` computed alone, and the last ``m`` rows for ``m`` in ``sizes``, are

@@ -91,13 +91,7 @@ def test_batch_invariance(n, dtype):
     m = 4096
     x, r, z = rand((m, n), dtype, DEV), rand((m, n), dtype, DEV, scale=1.0), rand((m, n), dtype, DEV)
     w, b = param(n, dtype, DEV), param(n, dtype, DEV)
-    h.check_batch_invariance({
-        "rms_norm": lambda s: ns.rms_norm(x[s], w, backend=B),
-        "fused_add_rms_norm": lambda s: ns.fused_add_rms_norm(x[s], r[s], w, backend=B)[0],
-        "layer_norm": lambda s: ns.layer_norm(x[s], w, b, backend=B),
-        "norm_gated": lambda s: ns.norm_gated(x[s], w, b, z[s], group_size=n // 4, backend=B)[0],
-        "norm_gated rms": lambda s: ns.norm_gated(x[s], w, None, z[s], is_rms_norm=True, backend=B)[0],
-    }, m, sizes=(1, 5, 64, 1000))
+    h.check_batch_invariance(h.row_op_calls(x, r, z, w, b, B), m, sizes=(1, 5, 64, 1000))
 
 
 def _rows_close(y, ref, dtype):
