@@ -6,6 +6,8 @@ from typing import Optional
 
 import torch
 
+from .rms_norm import CHUNK_ELEMENTS
+
 
 def _param(p: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
     """A weight/bias as the fused kernel takes it: x's dtype when it already is, else float32."""
@@ -44,11 +46,19 @@ def layer_norm(
     eps: float,
     out: Optional[torch.Tensor],
 ) -> torch.Tensor:
-    """LayerNorm of (M, N) ``x`` over N in float32; returns (M, N) of ``x.dtype``."""
-    y = _fp32_layer_norm(x, weight, bias, eps)
+    """LayerNorm of (M, N) ``x`` over N in float32; returns (M, N) of ``x.dtype``. Large inputs
+    go chunk by chunk of rows (each row alone: the same result for any chunking), so that the
+    float32 temporaries stay small next to the output; ``out`` may be ``x`` itself."""
+    m, n = x.shape
+    step = max(1, CHUNK_ELEMENTS // max(n, 1))
+    if m <= step:
+        y = _fp32_layer_norm(x, weight, bias, eps)
+        return y if out is None else out.copy_(y)
     if out is None:
-        return y
-    return out.copy_(y)
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    for i in range(0, m, step):
+        out[i:i + step].copy_(_fp32_layer_norm(x[i:i + step], weight, bias, eps))
+    return out
 
 
 def layer_norm_channels_first(
