@@ -8,7 +8,8 @@ norm) with constexpr switches for the hypotheses of NOTES-triton.md:
 second, dependent block reduction) and ``NO_REDUCE`` (rstd = 1: the same loads and stores
 without the reduction). Liger-Kernel and FLA, when importable, are timed the same way.
 Prints one line per (case, variant) and writes JSON rows.
-Usage: ``python benchmarks/ab_rownorm.py [--json FILE] [--only rms,ln,gated,cf]``.
+Usage: ``python benchmarks/ab_rownorm.py [--json FILE] [--only rms,ln,gated]``
+(channels-first: ``ab_channels_first.py``).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import triton
 import triton.language as tl
 from triton.testing import do_bench
 
-from normswitch.kernels.triton import channels_first, launch
+from normswitch.kernels.triton import launch
 
 
 @triton.jit
@@ -292,45 +293,10 @@ def run_rows(ops, shapes, dev, rows):
             torch.cuda.empty_cache()
 
 
-def run_cf(shapes, dev, rows):
-    """Channels-first (1, C, S): the production kernel at other (one_pass, BLOCK_C, BLOCK_S, warps)."""
-    for C, S in shapes:
-        x = torch.randn(1, C, S, device=dev).bfloat16()
-        w = torch.randn(C, device=dev).bfloat16()
-        b = torch.randn(C, device=dev).bfloat16()
-        y = torch.empty_like(x)
-        nbytes = 2 * x.numel() * 2
-        cfgs = {"prod": channels_first.cf_config(C, S, 1, channels_first.MAX_TILE,
-                                                 channels_first.CHUNK_TILE)}
-        for bs in (32, 64, 128, 256, 512):
-            for tile in (8192, 16384):
-                for wp in (8, 16):
-                    if tile // bs >= 8:
-                        cfgs[f"2pass bs{bs} tile{tile} w{wp}"] = (False, tile // bs, bs, wp)
-        for k, (one, bc_, bs, wp) in cfgs.items():
-            grid = (triton.cdiv(S, bs),)
-
-            def fn(one=one, bc_=bc_, bs=bs, wp=wp, grid=grid, x=x, w=w, b=b, y=y, C=C, S=S):
-                channels_first._ln_channels_first_kernel[grid](
-                    x, w, b, y, C, S, 1e-6, ONE_PASS=one, BLOCK_C=bc_, BLOCK_S=bs, RTNE_BY_HAND=False,
-                    num_warps=wp)
-            try:
-                us = graph_us(fn)
-            except Exception as exc:
-                print(f"cf {C}x{S} {k}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
-                continue
-            if us is None:
-                continue
-            rows.append(dict(op="cf", M=S, N=C, variant=k, us=us, gbps=nbytes / us / 1e3))
-            print(f"cf    {S:6d}x{C:<5d} {k:26s} {us:8.2f} us {nbytes / us / 1e3:6.0f} GB/s", flush=True)
-        del x, y
-        torch.cuda.empty_cache()
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--json")
-    p.add_argument("--only", default="rms,ln,gated,cf")
+    p.add_argument("--only", default="rms,ln,gated")
     p.add_argument("--shard", default="0/1", help="i/n: run every n-th variant only")
     p.add_argument("--compile-only", action="store_true")
     a = p.parse_args()
@@ -346,9 +312,6 @@ def main() -> None:
             run_rows(["ln"], [(32768, 4096), (32768, 7168), (32768, 8192), (32768, 1280)], "cuda", rows)
         if "gated" in only:
             run_rows(["gated"], [(32768, 4096), (32768, 8192)], "cuda", rows)
-        if "cf" in only:
-            run_cf([(1280, 32768), (4096, 32768), (8192, 32768), (1280, 4096), (4096, 4096),
-                    (8192, 4096)], "cuda", rows)
     finally:
         if a.json:
             with open(a.json, "w") as f:

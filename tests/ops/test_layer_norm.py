@@ -34,7 +34,7 @@ def test_cases_compiled(op, device, backend, dtype):
 @pytest.mark.parametrize("dtype", h.DTYPES, ids=h.dtype_name)
 @pytest.mark.parametrize("device,backend", h.device_backends(("layer_norm",)))
 def test_batch_invariance(device, backend, dtype):
-    """Rows only: the channels-first kernels may split the channel reduction by batch size."""
+    """Each row's result is the same whatever the other rows (channels-first: see below)."""
     m, n = h.batch_shape(backend, device)
     x = rand((m, n), dtype, device, shift=1.5)
     w, b = param(n, dtype, device), param(n, torch.float32, device)
@@ -42,6 +42,26 @@ def test_batch_invariance(device, backend, dtype):
         "layer_norm": lambda s: ns.layer_norm(x[s], w, b, backend=backend),
         "layer_norm without affine": lambda s: ns.layer_norm(x[s], backend=backend),
     }, m)
+
+
+@pytest.mark.parametrize("c", [96, 1280])
+@pytest.mark.parametrize("dtype", h.DTYPES, ids=h.dtype_name)
+@pytest.mark.parametrize("device,backend", h.device_backends(("layer_norm_channels_first",)))
+def test_channels_first_position_and_batch_invariance(device, backend, dtype, c):
+    """A position's result is bitwise the same whatever the number of positions and images
+    around it: one image of the batch alone, and runs of positions cut out of it (1280 channels
+    take the split kernels on triton, 96 the one-pass kernel)."""
+    x = rand((3, c, 45), dtype, device, shift=1.0)
+    w, b = param(c, dtype, device), param(c, torch.float32, device)
+    try:
+        full = ns.layer_norm_channels_first(x, w, b, backend=backend)
+    except BackendUnavailableError:
+        pytest.skip(f"{backend} declines this call")
+    assert torch.equal(ns.layer_norm_channels_first(x[1:2], w, b, backend=backend), full[1:2])
+    for start, stop in ((7, 8), (3, 19), (0, 45 - 16)):
+        part = x[:, :, start:stop].contiguous()
+        got = ns.layer_norm_channels_first(part, w, b, backend=backend)
+        assert torch.equal(got, full[:, :, start:stop]), f"positions {start}:{stop} differ"
 
 
 # -- the fast path: one call kind, then another layout of the same shapes ---------------------

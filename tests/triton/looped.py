@@ -8,5 +8,5 @@ def pytest_configure(config):
 
     launch.MAX_FUSED_N = 32
     launch.LOOP_BLOCK_N = 128
-    channels_first.MAX_TILE = 64
-    channels_first.CHUNK_TILE = 32
+    channels_first.ONE_PASS_MAX_C = 8
+    channels_first.CHUNK_CHOICES = (16, 8)

@@ -50,11 +50,20 @@ def test_row_kernels_compile(looped, block_m, block_n, dtype):
         assert _compile(fn, sig, ce).asm["cubin"]
 
 
-@pytest.mark.parametrize("one_pass,block_c,block_s", [(True, 256, 64), (False, 512, 8)])
-def test_channels_first_kernel_compiles(one_pass, block_c, block_s):
+@pytest.mark.parametrize("rtne", [False, True])
+def test_channels_first_kernels_compile(rtne):
     from normswitch.kernels.triton import channels_first as cf
 
+    one = cf.cf_config(256)
+    split = cf.cf_config(4096)
     sig = {"X": "*bf16", "W": "*fp32", "B": "*bf16", "Y": "*bf16", "C": "i32", "S": "i32", "eps": "fp32"}
-    kernel = _compile(cf._ln_channels_first_kernel, sig,
-                      {"ONE_PASS": one_pass, "BLOCK_C": block_c, "BLOCK_S": block_s, "RTNE_BY_HAND": one_pass})
-    assert kernel.asm["cubin"]
+    assert _compile(cf._cf_one_pass_kernel, sig, {"BLOCK_C": one.block_c, "BLOCK_S": one.block_s,
+                                                  "RTNE_BY_HAND": rtne}, one.num_warps).asm["cubin"]
+    ints = {"K": "i32", "PLANE": "i64"}
+    tiles = {"BLOCK_C": split.block_c, "BLOCK_S": split.block_s}
+    stats = {"X": "*bf16", "P": "*fp32", "C": "i32", "S": "i32", **ints}
+    assert _compile(cf._cf_stats_kernel, stats, tiles, split.num_warps).asm["cubin"]
+    apply = {**sig, "P": "*fp32", **ints}
+    apply = {k: apply[k] for k in ("X", "W", "B", "Y", "P", "C", "S", "K", "PLANE", "eps")}
+    assert _compile(cf._cf_apply_kernel, apply, {**tiles, "RTNE_BY_HAND": rtne},
+                    split.num_warps).asm["cubin"]
