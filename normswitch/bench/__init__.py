@@ -100,7 +100,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     shown = [i for i in impls if any(r["impl"] == i and "us" in r for r in rows)]
     print(f"{meta['device']}  {meta['date']}  torch {meta['torch']}  triton {meta['triton']}")
     print("us per call (% of copy bandwidth); median of do_bench over CUDA-graph replays "
-          "(L2 flushed); last column: our eager call")
+          "(L2 flushed); last column: our eager call's host time (back-to-back loop)")
     print(report.table(rows, shown))
     print(report.summary_text(summary))
     if a.json:
@@ -122,7 +122,8 @@ def markdown_doc(meta: dict, ceilings: Any, rows: list[dict], impls: list[str],
             f"write); empty Triton kernel {ceilings.empty_us:.2f} us as a CUDA-graph replay "
             f"({ceilings.empty_eager_us:.2f} us eager). Cells: median us per call (do_bench of a "
             f"CUDA-graph replay of the call, L2 flushed before each) and, in parentheses, the op's "
-            f"fewest bytes over that time as % of the copy bandwidth. Last column: our eager call "
-            f"(do_bench of the Python call: host overhead shows where it exceeds the L2 flush).\n\n"
+            f"fewest bytes over that time as % of the copy bandwidth. Compile: the models' code "
+            f"compiled per hidden size, rows dynamic. Last column: our eager call's time in a loop "
+            f"of back-to-back calls (host time where it exceeds the device time).\n\n"
             f"{report.table(rows, impls, markdown=True)}\n\n"
             f"## Targets\n\n```\n{report.summary_text(summary, limit=1000)}\n```\n")

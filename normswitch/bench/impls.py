@@ -102,15 +102,21 @@ def _torch(case: Case) -> Callable[[], Any]:
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(op: str) -> Callable:
+def _compiled(op: str, N: int, dtype: torch.dtype, group: Optional[int]) -> Callable:
+    """The models' code compiled for one hidden size (static), rows dynamic: as vLLM and SGLang
+    compile (one graph per model, any batch), not one graph across hidden sizes."""
     import torch._dynamo
 
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
-    return torch.compile(getattr(seeds, op))
+    return torch.compile(getattr(seeds, op), dynamic=False)
 
 
 def _compile(case: Case) -> Callable[[], Any]:
-    t, fn = case.t, _compiled(case.op)
+    t, fn = case.t, _compiled(case.op, case.N, case.dtype, case.group)
+    rows_dim = 2 if case.op == "layer_norm_channels_first" else 0
+    for name in ("x", "r", "z"):
+        if name in t:
+            torch._dynamo.maybe_mark_dynamic(t[name], rows_dim)
     if case.op == "rms_norm":
         return functools.partial(fn, t["x"], t["w"], EPS)
     if case.op == "fused_add_rms_norm":

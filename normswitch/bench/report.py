@@ -25,14 +25,14 @@ def _cell(r: Optional[dict]) -> str:
 
 def table(rows: list[dict], impls: list[str], markdown: bool = False) -> str:
     """One line per point: us (and % of copy bandwidth) per implementation, and ours vs the best."""
-    head = ["op", "dtype", "M", "N", *impls, f"{OURS}/best alt", f"{OURS} eager"]
+    head = ["op", "dtype", "M", "N", *impls, f"{OURS}/best alt", f"{OURS} eager host us"]
     lines = []
     for (label, dtype, m, n), by in _points(rows).items():
         alts = [r["us"] for k, r in by.items() if k != OURS and "us" in r]
         ratio = ""
         if OURS in by and "us" in by[OURS] and alts:
             ratio = f"{by[OURS]['us'] / min(alts):.2f}"
-        eager = f"{by[OURS]['eager_us']:.1f}" if "eager_us" in by.get(OURS, {}) else ""
+        eager = f"{by[OURS]['host_us']:.1f}" if "host_us" in by.get(OURS, {}) else ""
         lines.append([label, dtype, str(m), str(n), *[_cell(by.get(k)) for k in impls], ratio, eager])
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
