@@ -65,13 +65,36 @@ def targets(rows: list[dict], ceilings: Any) -> dict[str, Any]:
             misses["decode <= 1.2x (launch + bytes)"].append(
                 f"{where}: {ours['us']:.2f} us vs bound {ours['decode_bound_us']:.2f} us")
     return {"copy_gbps": ceilings.copy_gbps, "empty_us": ceilings.empty_us,
-            "empty_eager_us": ceilings.empty_eager_us, "misses": dict(misses)}
+            "empty_eager_us": ceilings.empty_eager_us, "misses": dict(misses), "wins": wins(rows)}
+
+
+def wins(rows: list[dict]) -> dict[str, dict[str, Any]]:
+    """Per op: the points where ours is at least as fast as every peer that ran, out of those
+    where ours and a peer ran, and the worst ratio best-peer time / ours (< 1: behind)."""
+    out: dict[str, dict[str, Any]] = {}
+    for (label, dtype, m, n), by in _points(rows).items():
+        ours = by.get(OURS, {})
+        peers = [(r["us"], k) for k, r in by.items() if k != OURS and "us" in r]
+        if "us" not in ours or not peers:
+            continue
+        best_us, best = min(peers)
+        ratio = best_us / ours["us"]
+        op = out.setdefault(label, {"points": 0, "won": 0, "worst": None})
+        op["points"] += 1
+        op["won"] += ratio >= 1.0
+        if op["worst"] is None or ratio < op["worst"]["ratio"]:
+            op["worst"] = {"ratio": ratio, "at": f"{dtype} {m}x{n}", "peer": best}
+    return out
 
 
 def summary_text(summary: dict[str, Any], limit: int = 12) -> str:
     """The target check as text: the ceilings, then each missed target with its first misses."""
     lines = [f"copy bandwidth {summary['copy_gbps']:.0f} GB/s; empty launch {summary['empty_us']:.2f} us "
              f"(graph replay; eager {summary['empty_eager_us']:.2f} us)"]
+    for op, w in summary.get("wins", {}).items():
+        worst = w["worst"]
+        lines.append(f"{op}: fastest at {w['won']} of {w['points']} points; worst {worst['ratio']:.2f}x "
+                     f"the best peer ({worst['peer']}, {worst['at']})")
     if not summary["misses"]:
         lines.append("all targets met")
     for name, items in summary["misses"].items():
@@ -91,13 +114,15 @@ def write_json(path: str, meta: dict, ceilings: Any, rows: list[dict], summary: 
 
 def plot(path: str, rows: list[dict], impls: list[str], copy_gbps: float,
          ms: tuple[int, ...] = (4096, 32768)) -> None:
-    """GB/s against N per op (bf16), one line per implementation, one column per M."""
+    """GB/s against N per op (bf16), one line per implementation (the same colour in every
+    panel), one column per M."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = list(dict.fromkeys(r["label"] for r in rows if r["dtype"] == "bfloat16"))
+    colours = {impl: f"C{k % 10}" for k, impl in enumerate(impls)}  # one colour per impl everywhere
     fig, axes = plt.subplots(len(labels), len(ms), figsize=(6 * len(ms), 3.2 * len(labels)),
                              squeeze=False)
     for i, label in enumerate(labels):
@@ -108,7 +133,7 @@ def plot(path: str, rows: list[dict], impls: list[str], copy_gbps: float,
                              and r["M"] == m and r["impl"] == impl and r["dtype"] == "bfloat16"
                              and "gbps" in r)
                 if pts:
-                    ax.plot(*zip(*pts), marker="o", label=impl)
+                    ax.plot(*zip(*pts), marker="o", label=impl, color=colours[impl])
             ax.axhline(copy_gbps, color="gray", linestyle="--", linewidth=1, label="copy")
             ax.set_xscale("log", base=2)
             ax.set_title(f"{label}, M={m}, bf16")
