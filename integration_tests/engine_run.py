@@ -1,4 +1,4 @@
-"""Run the tiny DeepSeek-OCR checkpoint once in a vLLM ``LLM`` engine and write what it saw as JSON.
+"""Run a tiny DeepSeek-OCR (or OCR 2) checkpoint once in a vLLM ``LLM`` engine and write what it saw as JSON.
 
 One process per engine configuration, because vLLM and normswitch read their environment at
 start. Usage: ``python -m integration_tests.engine_run --model DIR --kind text|image|image,text --out FILE``
