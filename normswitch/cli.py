@@ -28,7 +28,7 @@ def _run(argv: Optional[list[str]]) -> int:
     verify = sub.add_parser("verify", help="check every available backend against a float64 reference")
     verify.add_argument("--build", action="store_true", help="first build the kernels, as `normswitch build`")
     sub.add_parser("bench", help="benchmark the backends side by side (GPU)", add_help=False)
-    sub.add_parser("demo", help="DeepSeek-OCR in a vLLM server with normswitch", add_help=False)
+    sub.add_parser("demo", help="DeepSeek-OCR (--model ocr2: OCR 2) in a vLLM server with normswitch", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "info":
         from .info import main as info_main

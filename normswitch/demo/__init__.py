@@ -1,6 +1,7 @@
 """The main job: DeepSeek-OCR (tiny, random weights) served by vLLM with normswitch.
 
-``normswitch demo`` (``make demo``) builds the tiny checkpoint, starts vLLM's OpenAI-compatible
+``normswitch demo`` (``make demo``) builds the tiny checkpoint (``--model ocr2``: DeepSeek-OCR 2's),
+starts vLLM's OpenAI-compatible
 server on 127.0.0.1 with the normswitch plugin, sends an OCR request carrying a generated image,
 prints the reply and a table of the backend that served each norm op (read from the server's own
 ``/metrics``), and stops the server. With vLLM for CUDA on a GPU machine the same command runs on
@@ -23,9 +24,10 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-from .checkpoint import build_checkpoint, image_data_url, make_image
+from .checkpoint import MODELS, build_checkpoint, image_data_url, make_image
 
 MODEL_NAME = "deepseek-ocr-tiny"
+"""The name the server serves either tiny checkpoint under."""
 OCR_INSTRUCTION = "Free OCR."
 
 
@@ -207,6 +209,8 @@ def demo_env() -> dict[str, str]:
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the demo; returns 0 on success, 1 when the request failed."""
     parser = argparse.ArgumentParser(prog="normswitch demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="ocr",
+                        help="ocr: DeepSeek-OCR (SAM + CLIP); ocr2: DeepSeek-OCR 2 (SAM + Qwen2 encoder)")
     parser.add_argument("--workdir", help="where to write the checkpoint and the server log "
                                           "(default: a new temporary directory)")
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
@@ -222,7 +226,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="normswitch-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    checkpoint = build_checkpoint(workdir / "deepseek-ocr-tiny")
+    checkpoint = build_checkpoint(workdir / f"deepseek-{args.model}-tiny", args.model)
     dtype = args.dtype or vision_dtype()
     port = args.port or free_port()
     print(f"checkpoint: {checkpoint}\nstarting vLLM ({dtype}) on 127.0.0.1:{port}, "

@@ -1,7 +1,9 @@
-"""A tiny random-weight DeepSeek-OCR checkpoint and a test image, made in code.
+"""Tiny random-weight DeepSeek-OCR and DeepSeek-OCR 2 checkpoints and a test image, made in code.
 
-vLLM's ``DeepseekOCRForCausalLM`` hard-codes full-size SAM (ViT-B) and CLIP-L towers; only the
-DeepSeek-V2 language model and the projector are read from ``config.json``. The checkpoint holds
+vLLM's ``DeepseekOCRForCausalLM`` hard-codes full-size SAM (ViT-B) and CLIP-L towers, and
+``DeepseekOCR2ForCausalLM`` full-size SAM and a Qwen2 decoder used as the vision encoder (24
+layers, width 896); only the DeepSeek-V2 language model and the projector are read from
+``config.json``. Both models share the language model and the tokenizer. A checkpoint holds
 ``config.json``, ``generation_config.json`` and a byte-level BPE tokenizer trained here on a few
 lines of text; engines load it with ``load_format="dummy"`` (random weights, nothing downloaded).
 """
@@ -70,8 +72,8 @@ def _language_config() -> dict:
     }
 
 
-def model_config() -> dict:
-    """``config.json`` of the tiny checkpoint (architecture ``DeepseekOCRForCausalLM``)."""
+def _ocr_config() -> dict:
+    """DeepSeek-OCR: SAM + CLIP-L, whose features (1024 + 1024) the projector maps to the decoder."""
     return {
         "architectures": ["DeepseekOCRForCausalLM"],
         "model_type": "deepseek_vl_v2",
@@ -86,6 +88,36 @@ def model_config() -> dict:
         "eos_token_id": 1,
         "torch_dtype": "bfloat16",
     }
+
+
+def _ocr2_config() -> dict:
+    """DeepSeek-OCR 2: SAM + the Qwen2 encoder (width 896, which also marks the checkpoint as OCR 2
+    for SGLang's ``is_ocr2_config``); vLLM's OCR 2 processor reads no vision settings but the
+    base view size (``image_size``)."""
+    return {
+        "architectures": ["DeepseekOCR2ForCausalLM"],
+        "model_type": "deepseek_vl_v2",
+        "tile_tag": "2D",
+        "global_view_pos": "head",
+        "candidate_resolutions": [[1024, 1024]],
+        "language_config": _language_config(),
+        "projector_config": {"projector_type": "linear", "input_dim": 896, "n_embed": HIDDEN},
+        "vision_config": {"image_size": 1024, "model_name": "deepencoderv2", "model_type": "vision"},
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "torch_dtype": "bfloat16",
+    }
+
+
+MODELS = {"ocr": _ocr_config, "ocr2": _ocr2_config}
+"""Model name (``normswitch demo --model``) -> its ``config.json``."""
+
+
+def model_config(model: str = "ocr") -> dict:
+    """``config.json`` of the tiny checkpoint of ``model`` (a key of :data:`MODELS`)."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[model]()
 
 
 def _write_tokenizer(path: Path) -> None:
@@ -118,11 +150,13 @@ def _write_tokenizer(path: Path) -> None:
     (path / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
 
 
-def build_checkpoint(path: str | Path) -> Path:
-    """Write the tiny checkpoint into ``path`` (created if missing) and return it."""
+def build_checkpoint(path: str | Path, model: str = "ocr") -> Path:
+    """Write the tiny checkpoint of ``model`` (``ocr`` or ``ocr2``) into ``path`` (created if
+    missing) and return it."""
     path = Path(path)
+    config = model_config(model)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(model_config(), indent=2))
+    (path / "config.json").write_text(json.dumps(config, indent=2))
     generation = {"bos_token_id": 0, "eos_token_id": 1, "do_sample": False}
     (path / "generation_config.json").write_text(json.dumps(generation, indent=2))
     _write_tokenizer(path)

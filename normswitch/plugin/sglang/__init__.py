@@ -10,7 +10,10 @@ What it routes, where the installed SGLang has it:
   ``sglang.srt.layers.attention.fla.layernorm_gated``): ``_layer_norm_fwd``, ``rms_norm_gated``,
   ``layernorm_fn``, ``rmsnorm_fn``. A device whose Triton has no backend (CPU, GCU, NPU) then
   gets normswitch's registry choice instead of a crash.
-- ``sglang.srt.models.deepseek_ocr.LayerNormfp32`` is replaced by ``normswitch.LayerNormFP32``.
+- ``sglang.srt.models.deepseek_ocr.LayerNormfp32`` is replaced by ``normswitch.LayerNormFP32``,
+  and the vision tower builders of DeepSeek-OCR and DeepSeek-OCR 2 in that module
+  (``build_sam_vit_b``, ``build_clip_l``, ``build_qwen2_decoder_as_encoder``) swap their towers'
+  norms for normswitch modules (``vision``).
 
 Activation: SGLang calls :func:`register` through the ``sglang.srt.plugins`` entry point in every
 process and then applies the hooks (``SGLANG_PLUGINS`` filters plugins by name). Where SGLang has
@@ -29,6 +32,7 @@ from typing import Any, Callable, Optional
 
 from normswitch.modules import LayerNormFP32
 
+from . import vision
 from .hooks import GATED_HOOKS, LAYER_HOOKS
 
 log = logging.getLogger(__name__)
@@ -38,7 +42,7 @@ GATED_MODULES = (
     "sglang.kernels.ops.attention.fla.layernorm_gated",
     "sglang.srt.layers.attention.fla.layernorm_gated",
 )
-OCR_MODULE = "sglang.srt.models.deepseek_ocr"
+OCR_MODULE = vision.OCR_MODULE
 FUSED_OP_MODULE = "sglang.kernels.fused_op"
 HOOK_REGISTRY_MODULE = "sglang.srt.plugins.hook_registry"
 FORWARDS = (
@@ -144,12 +148,20 @@ def _ocr_hooks(report: Report) -> list[Hook]:
     try:
         module = _import(OCR_MODULE)
     except Exception as exc:
-        _skip(report, target, f"import failed: {_describe(exc)}")
+        _skip(report, f"{OCR_MODULE} (LayerNormfp32, {', '.join(vision.BUILDERS)})",
+              f"import failed: {_describe(exc)}")
         return []
-    if not isinstance(getattr(module, "LayerNormfp32", None), type):
+    hooks = []
+    if isinstance(getattr(module, "LayerNormfp32", None), type):
+        hooks.append(Hook(f"{OCR_MODULE}:LayerNormfp32", LayerNormFP32))
+    else:
         _skip(report, target, ABSENT)
-        return []
-    return [Hook(f"{OCR_MODULE}:LayerNormfp32", LayerNormFP32)]
+    for name in vision.BUILDERS:
+        if callable(getattr(module, name, None)):
+            hooks.append(Hook(f"{OCR_MODULE}:{name}", vision.build_tower))
+        else:
+            _skip(report, f"{OCR_MODULE}.{name}", ABSENT)
+    return hooks
 
 
 # -- applying them ------------------------------------------------------------------------------

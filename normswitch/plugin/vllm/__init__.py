@@ -7,7 +7,9 @@ vLLM calls :func:`register` in every process it starts (front end, engine core, 
 - registers normswitch as the first provider of the IR ops ``rms_norm`` and
   ``fused_add_rms_norm`` where ``vllm.ir`` exists (``ir``);
 - registers a ``DeepseekOCRForCausalLM`` whose SAM and CLIP norms are normswitch modules
-  (``deepseek_ocr``);
+  (``deepseek_ocr``) and a ``DeepseekOCR2ForCausalLM`` whose SAM norms are normswitch modules and
+  whose Qwen2 encoder norms take vLLM's ``RMSNorm`` path (``deepseek_ocr2``; both through
+  ``vision_norms``);
 - brings the engine processes' ``normswitch_*`` metrics onto the server's ``/metrics``
   (``metrics``).
 
@@ -47,16 +49,18 @@ def _ir() -> str:
     return "provider 'normswitch' first for " + ", ".join(IR_OPS)
 
 
-def _deepseek_ocr() -> str:
-    from vllm import ModelRegistry
+def _model(architecture: str, target: str) -> Callable[[], str]:
+    """A hook registering ``target`` (``module:Class``, imported lazily by vLLM) for ``architecture``."""
 
-    from .deepseek_ocr import ARCHITECTURE
+    def hook() -> str:
+        from vllm import ModelRegistry
 
-    target = "normswitch.plugin.vllm.deepseek_ocr:NormswitchDeepseekOCRForCausalLM"
-    if ARCHITECTURE not in ModelRegistry.get_supported_archs():
-        return f"skipped: this vLLM has no {ARCHITECTURE}"
-    ModelRegistry.register_model(ARCHITECTURE, target)
-    return f"{ARCHITECTURE} -> {target}"
+        if architecture not in ModelRegistry.get_supported_archs():
+            return f"skipped: this vLLM has no {architecture}"
+        ModelRegistry.register_model(architecture, target)
+        return f"{architecture} -> {target}"
+
+    return hook
 
 
 def _metrics() -> str:
@@ -68,7 +72,10 @@ def _metrics() -> str:
 HOOKS: dict[str, Callable[[], str]] = {
     "layers": _layers,
     "ir": _ir,
-    "deepseek_ocr": _deepseek_ocr,
+    "deepseek_ocr": _model("DeepseekOCRForCausalLM",
+                           "normswitch.plugin.vllm.deepseek_ocr:NormswitchDeepseekOCRForCausalLM"),
+    "deepseek_ocr2": _model("DeepseekOCR2ForCausalLM",
+                            "normswitch.plugin.vllm.deepseek_ocr2:NormswitchDeepseekOCR2ForCausalLM"),
     "metrics": _metrics,
 }
 
