@@ -41,8 +41,9 @@ def compiled(C: int, dtype: torch.dtype):
     return call
 
 
-def variants(C: int) -> dict[str, cf.CfConfig]:
-    out = {"prod": cf.cf_config(C)}
+def variants(C: int, itemsize: int) -> dict[str, cf.CfConfig]:
+    """The production configuration and the split/one-pass tiles around it."""
+    out = {"prod": cf.cf_config(C, itemsize)}
     for chunk in (256, 512, 1024):
         for bs in (16, 32, 64, 128):
             if chunk * bs > 32768:
@@ -72,11 +73,11 @@ def main() -> None:
         spec.loader.exec_module(old)
     sweep_s = {int(v) for v in a.sweep_s.split(",")}
     shapes = [(s, c, torch.bfloat16) for c in C_GRID for s in S_GRID]
-    shapes += [(s, 4096, torch.float32) for s in (64, 4096, 32768)]
+    shapes += [(s, c, torch.float32) for c in (256, 1280, 4096) for s in (1, 64, 4096, 32768)]
     gen = torch.Generator("cuda").manual_seed(0)
     with open(a.json, "w") as out:
         for S, C, dtype in shapes:
-            for row in run_shape(S, C, dtype, gen, old, S in sweep_s and dtype == torch.bfloat16, a):
+            for row in run_shape(S, C, dtype, gen, old, S in sweep_s, a):
                 out.write(json.dumps(row) + "\n")
                 out.flush()
                 print(row, flush=True)
@@ -103,7 +104,7 @@ def run_shape(S: int, C: int, dtype: torch.dtype, gen: torch.Generator, old, swe
     if old is not None:
         fns["old"] = lambda: old.layer_norm_channels_first(x, w, b, 1e-6)
     if sweep:
-        for name, cfg in variants(C).items():
+        for name, cfg in variants(C, x.element_size()).items():
             fns[name] = (lambda c: lambda: cf.launch_channels_first(x, w, b, y, 1e-6, c))(cfg)
     rows = []
     for name, fn in fns.items():

@@ -1,8 +1,8 @@
 """LayerNorm over the channel dimension of a contiguous ``(B, C, S)`` tensor (SAM's LayerNorm2d).
 
 A program owns one tile of ``BLOCK_C`` channels x ``BLOCK_S`` contiguous positions of one batch
-item, so loads are coalesced along ``S``. The launch configuration depends on ``C`` alone, never
-on ``S`` or ``B``: each position's statistics are reduced in the same order whatever the image
+item, so loads are coalesced along ``S``. The launch configuration depends on ``C`` and the dtype,
+never on ``S`` or ``B``: each position's statistics are reduced in the same order whatever the image
 size or batch, so a position's result is bitwise the same in any batch (batch invariance).
 
 - ``C <= ONE_PASS_MAX_C``: one kernel; the tile holds every channel, mean and variance are
@@ -31,15 +31,15 @@ ONE_PASS_MAX_C = 512
 """Channels held by one program's register tile; wider inputs take the split kernels."""
 CHUNK_CHOICES = (512, 256)
 """Channels per chunk of the split kernels: the one that pads ``C`` least, the widest on a tie."""
-ONE_PASS_BLOCK_S = 32
-"""Positions per tile of the one-pass kernel (64-byte row segments in 16-bit dtypes)."""
-SPLIT_BLOCK_S = 64
-"""Positions per tile of the split kernels (128-byte row segments in 16-bit dtypes)."""
+ONE_PASS_ROW_BYTES = 64
+"""Bytes of one channel's contiguous positions in a one-pass tile (32 positions in 16-bit dtypes)."""
+SPLIT_ROW_BYTES = 128
+"""Bytes of one channel's contiguous positions in a split tile (64 positions in 16-bit dtypes)."""
 SPLIT_WARPS = 4
 
 
 class CfConfig(NamedTuple):
-    """Launch configuration of the channels-first kernels (a function of ``C`` only)."""
+    """Launch configuration of the channels-first kernels (a function of ``C`` and the dtype)."""
 
     split: bool
     block_c: int
@@ -48,17 +48,19 @@ class CfConfig(NamedTuple):
 
 
 @functools.lru_cache(maxsize=None)
-def cf_config(C: int, one_pass_max_c: int = ONE_PASS_MAX_C,
+def cf_config(C: int, itemsize: int = 2, one_pass_max_c: int = ONE_PASS_MAX_C,
               chunks: tuple[int, ...] = CHUNK_CHOICES) -> CfConfig:
-    """The configuration for ``C`` channels: one pass when they fit ``one_pass_max_c``, else
-    chunks of the width in ``chunks`` that leaves the fewest padded lanes (tile shapes and warps
-    chosen from an A/B sweep over positions and channels: benchmarks/ab_channels_first.py)."""
+    """The configuration for ``C`` channels of ``itemsize``-byte elements: one pass when they
+    fit ``one_pass_max_c``, else chunks of the width in ``chunks`` that leaves the fewest padded
+    lanes; a tile's row segment has a fixed byte width, so float32 tiles hold half the positions
+    (shapes and warps from an A/B sweep: benchmarks/ab_channels_first.py)."""
     if C <= one_pass_max_c:
         block_c = triton.next_power_of_2(max(C, 1))
-        warps = max(1, min(8, block_c * ONE_PASS_BLOCK_S // 2048))
-        return CfConfig(False, block_c, ONE_PASS_BLOCK_S, warps)
+        block_s = ONE_PASS_ROW_BYTES // itemsize
+        warps = max(1, min(8, block_c * block_s // 2048))
+        return CfConfig(False, block_c, block_s, warps)
     block_c = min(chunks, key=lambda c: (triton.cdiv(C, c) * c - C, -c))
-    return CfConfig(True, block_c, SPLIT_BLOCK_S, SPLIT_WARPS)
+    return CfConfig(True, block_c, SPLIT_ROW_BYTES // itemsize, SPLIT_WARPS)
 
 
 @triton.jit
@@ -157,6 +159,6 @@ def layer_norm_channels_first(x: torch.Tensor, weight: torch.Tensor, bias: torch
     """LayerNorm over dim 1 of contiguous ``(B, C, S)``; returns ``(B, C, S)`` of x.dtype."""
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     if y.numel():
-        launch_channels_first(x, weight, bias, y, eps, cf_config(x.shape[1], ONE_PASS_MAX_C,
-                                                                 CHUNK_CHOICES))
+        launch_channels_first(x, weight, bias, y, eps, cf_config(x.shape[1], x.element_size(),
+                                                                 ONE_PASS_MAX_C, CHUNK_CHOICES))
     return y
