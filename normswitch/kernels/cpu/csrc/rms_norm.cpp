@@ -1,8 +1,10 @@
 // RMSNorm and fused residual-add RMSNorm on CPU, one pass per row: the statistics, then the
 // output from the row while it is in cache. Rows are split across torch's intra-op threads;
 // each row is computed by one thread in a fixed order, so a row's result does not depend on
-// the other rows. Rounding points follow normswitch/fallbacks/rms_norm.py (HF order).
+// the other rows. Rounding points follow normswitch/fallbacks/rms_norm.py (HF order). Where the
+// CPU has AVX-512 (and AVX512_BF16 for bfloat16) the rows go to rms_norm_avx512.cpp instead.
 #include "norms.h"
+#include "simd_rows.h"
 
 #include <ATen/Parallel.h>
 
@@ -86,6 +88,36 @@ int64_t grain(int64_t n) {
   return std::max<int64_t>(1, kParallelGrain / n);
 }
 
+avx512::DType simd_type(at::ScalarType t) {
+  return t == at::kFloat ? avx512::DType::F32 : t == at::kBFloat16 ? avx512::DType::BF16 : avx512::DType::F16;
+}
+
+// The weight as the AVX-512 kernels read it: its own storage when float32/bfloat16/float16 (the
+// offset added in registers), else a float32 copy with the offset included; null when absent.
+struct SimdWeight {
+  const void* data = nullptr;
+  avx512::DType type = avx512::DType::F32;
+  float offset = 0.0f;
+  std::vector<float> copy;
+};
+
+SimdWeight simd_weight(const std::optional<at::Tensor>& p, int64_t n, float offset) {
+  SimdWeight w;
+  const auto t = p.has_value() ? p->scalar_type() : at::kFloat;
+  if (!p.has_value() || !(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf)) {
+    w.copy = float_param("weight", p, n, offset);
+    w.data = data_or_null(w.copy);
+    return w;
+  }
+  require_value(p->device().is_cpu() && p->dim() == 1 && p->size(0) == n && p->is_contiguous(),
+                "weight: expected a contiguous (" + std::to_string(n) + ",) CPU tensor, got shape " +
+                    shape_str(p->sizes()));
+  w.data = p->const_data_ptr();
+  w.type = simd_type(t);
+  w.offset = offset;
+  return w;
+}
+
 }  // namespace
 
 at::Tensor rms_norm(const at::Tensor& x, const std::optional<at::Tensor>& weight, double eps,
@@ -94,6 +126,16 @@ at::Tensor rms_norm(const at::Tensor& x, const std::optional<at::Tensor>& weight
   const int64_t m = x.size(0), n = x.size(1);
   at::Tensor y = out.has_value() ? *out : at::empty({m, n}, x.options());
   check_rows_like("out", y, x);
+  if (avx512::usable(simd_type(x.scalar_type()))) {
+    const SimdWeight w = simd_weight(weight, n, static_cast<float>(offset));
+    const void* xp = x.const_data_ptr();
+    void* yp = y.mutable_data_ptr();
+    at::parallel_for(0, m, grain(n), [&](int64_t begin, int64_t end) {
+      avx512::rms_rows(simd_type(x.scalar_type()), w.type, xp, x.stride(0), yp, y.stride(0), w.data, w.offset,
+                       static_cast<float>(eps), n, begin, end);
+    });
+    return y;
+  }
   const std::vector<float> w = float_param("weight", weight, n, static_cast<float>(offset));
   dispatch_float(x.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
@@ -119,6 +161,18 @@ std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm(const at::Tensor& x, const
   const int64_t m = x.size(0), n = x.size(1);
   at::Tensor y = inplace ? x : at::empty({m, n}, x.options());
   at::Tensor r = inplace ? residual : at::empty({m, n}, residual.options());
+  if (avx512::usable(simd_type(x.scalar_type()))) {
+    const SimdWeight w = simd_weight(weight, n, static_cast<float>(offset));
+    const void* xp = x.const_data_ptr();
+    const void* rp = residual.const_data_ptr();
+    void* yp = y.mutable_data_ptr();
+    void* op = r.mutable_data_ptr();
+    at::parallel_for(0, m, grain(n), [&](int64_t begin, int64_t end) {
+      avx512::add_rms_rows(simd_type(x.scalar_type()), w.type, xp, x.stride(0), rp, residual.stride(0), op,
+                           r.stride(0), yp, y.stride(0), w.data, w.offset, static_cast<float>(eps), n, begin, end);
+    });
+    return {y, r};
+  }
   const std::vector<float> w = float_param("weight", weight, n, static_cast<float>(offset));
   dispatch_float(x.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
