@@ -51,7 +51,7 @@ def rms_norm(
     -------
     Tensor of x's shape and dtype.
     """
-    return RMS_NORM(x, weight, eps, weight_offset, out, backend=backend)
+    return RMS_NORM.entry(x, weight, eps, weight_offset, out, backend=backend)
 
 
 def fused_add_rms_norm(
@@ -83,7 +83,7 @@ def fused_add_rms_norm(
     -------
     (Tensor of x's dtype, Tensor of residual's dtype), both of x's shape.
     """
-    return FUSED_ADD_RMS_NORM(x, residual, weight, eps, weight_offset, inplace, backend=backend)
+    return FUSED_ADD_RMS_NORM.entry(x, residual, weight, eps, weight_offset, inplace, backend=backend)
 
 
 # -- checks and the kernel's arguments -------------------------------------------------------
