@@ -92,29 +92,18 @@ avx512::DType simd_type(at::ScalarType t) {
   return t == at::kFloat ? avx512::DType::F32 : t == at::kBFloat16 ? avx512::DType::BF16 : avx512::DType::F16;
 }
 
-// The weight as the AVX-512 kernels read it: its own storage when float32/bfloat16/float16 (the
-// offset added in registers), else a float32 copy with the offset included; null when absent.
-struct SimdWeight {
-  const void* data = nullptr;
-  avx512::DType type = avx512::DType::F32;
-  float offset = 0.0f;
-  std::vector<float> copy;
-};
-
-SimdWeight simd_weight(const std::optional<at::Tensor>& p, int64_t n, float offset) {
-  SimdWeight w;
+// The weight as the AVX-512 kernels read it: float32 with the offset added (converted by vector
+// code for float32/bfloat16/float16 weights, by float_param for others); empty when absent.
+std::vector<float> simd_weight(const std::optional<at::Tensor>& p, int64_t n, float offset) {
   const auto t = p.has_value() ? p->scalar_type() : at::kFloat;
   if (!p.has_value() || !(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf)) {
-    w.copy = float_param("weight", p, n, offset);
-    w.data = data_or_null(w.copy);
-    return w;
+    return float_param("weight", p, n, offset);
   }
   require_value(p->device().is_cpu() && p->dim() == 1 && p->size(0) == n && p->is_contiguous(),
                 "weight: expected a contiguous (" + std::to_string(n) + ",) CPU tensor, got shape " +
                     shape_str(p->sizes()));
-  w.data = p->const_data_ptr();
-  w.type = simd_type(t);
-  w.offset = offset;
+  std::vector<float> w(n);
+  avx512::weight_f32(simd_type(t), p->const_data_ptr(), offset, w.data(), n);
   return w;
 }
 
@@ -127,11 +116,11 @@ at::Tensor rms_norm(const at::Tensor& x, const std::optional<at::Tensor>& weight
   at::Tensor y = out.has_value() ? *out : at::empty({m, n}, x.options());
   check_rows_like("out", y, x);
   if (avx512::usable(simd_type(x.scalar_type()))) {
-    const SimdWeight w = simd_weight(weight, n, static_cast<float>(offset));
+    const std::vector<float> w = simd_weight(weight, n, static_cast<float>(offset));
     const void* xp = x.const_data_ptr();
     void* yp = y.mutable_data_ptr();
     at::parallel_for(0, m, grain(n), [&](int64_t begin, int64_t end) {
-      avx512::rms_rows(simd_type(x.scalar_type()), w.type, xp, x.stride(0), yp, y.stride(0), w.data, w.offset,
+      avx512::rms_rows(simd_type(x.scalar_type()), xp, x.stride(0), yp, y.stride(0), data_or_null(w),
                        static_cast<float>(eps), n, begin, end);
     });
     return y;
@@ -162,14 +151,14 @@ std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm(const at::Tensor& x, const
   at::Tensor y = inplace ? x : at::empty({m, n}, x.options());
   at::Tensor r = inplace ? residual : at::empty({m, n}, residual.options());
   if (avx512::usable(simd_type(x.scalar_type()))) {
-    const SimdWeight w = simd_weight(weight, n, static_cast<float>(offset));
+    const std::vector<float> w = simd_weight(weight, n, static_cast<float>(offset));
     const void* xp = x.const_data_ptr();
     const void* rp = residual.const_data_ptr();
     void* yp = y.mutable_data_ptr();
     void* op = r.mutable_data_ptr();
     at::parallel_for(0, m, grain(n), [&](int64_t begin, int64_t end) {
-      avx512::add_rms_rows(simd_type(x.scalar_type()), w.type, xp, x.stride(0), rp, residual.stride(0), op,
-                           r.stride(0), yp, y.stride(0), w.data, w.offset, static_cast<float>(eps), n, begin, end);
+      avx512::add_rms_rows(simd_type(x.scalar_type()), xp, x.stride(0), rp, residual.stride(0), op, r.stride(0), yp,
+                           y.stride(0), data_or_null(w), static_cast<float>(eps), n, begin, end);
     });
     return {y, r};
   }

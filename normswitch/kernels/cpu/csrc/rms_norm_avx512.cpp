@@ -126,28 +126,48 @@ float sum_squares(const typename Io<D>::S* x, int64_t n) {
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-// y = round(round(x * rstd) * (w + offset)); without w, y = round(x * rstd).
-template <DType D, DType W>
-inline __m512 scaled(__m512 a, __m512 r, const typename Io<W>::S* w, __m512 off, __mmask16 m, bool full) {
+// bfloat16: VDPBF16PS adds the squares of 32 values into 16 float32 lanes in one instruction
+// (bfloat16 products are exact in float32; each lane adds its two products in order).
+template <>
+float sum_squares<DType::BF16>(const uint16_t* x, int64_t n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
+    const __m512bh a = reinterpret_cast<__m512bh>(_mm512_loadu_si512(x + i));
+    const __m512bh b = reinterpret_cast<__m512bh>(_mm512_loadu_si512(x + i + 2 * kLanes));
+    s0 = _mm512_dpbf16_ps(s0, a, a);
+    s1 = _mm512_dpbf16_ps(s1, b, b);
+  }
+  for (; i < n; i += 2 * kLanes) {
+    const int64_t left = n - i;
+    const __mmask32 m = left >= 2 * kLanes ? ~__mmask32{0} : static_cast<__mmask32>((1ull << left) - 1ull);
+    const __m512bh a = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(m, x + i));
+    s0 = _mm512_dpbf16_ps(s0, a, a);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+// y = round(round(x * rstd) * w) with w the float32 weight (offset included); without w,
+// y = round(x * rstd).
+template <DType D>
+inline __m512 scaled(__m512 a, __m512 r, const float* w, __mmask16 m, bool full) {
   a = _mm512_mul_ps(a, r);
   if (w == nullptr) {
     return a;
   }
-  const __m512 wv = _mm512_add_ps(full ? Io<W>::load(w) : Io<W>::load(w, m), off);
-  return _mm512_mul_ps(Io<D>::round(a), wv);
+  return _mm512_mul_ps(Io<D>::round(a), full ? _mm512_loadu_ps(w) : _mm512_maskz_loadu_ps(m, w));
 }
 
-template <DType D, DType W>
-void scale_row(const typename Io<D>::S* x, typename Io<D>::S* y, const typename Io<W>::S* w, float offset,
-               float rstd, int64_t n) {
-  const __m512 r = _mm512_set1_ps(rstd), off = _mm512_set1_ps(offset);
+template <DType D>
+void scale_row(const typename Io<D>::S* x, typename Io<D>::S* y, const float* w, float rstd, int64_t n) {
+  const __m512 r = _mm512_set1_ps(rstd);
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    Io<D>::store(y + i, scaled<D, W>(Io<D>::load(x + i), r, w == nullptr ? nullptr : w + i, off, 0, true));
+    Io<D>::store(y + i, scaled<D>(Io<D>::load(x + i), r, w == nullptr ? nullptr : w + i, 0, true));
   }
   if (i < n) {
     const __mmask16 m = tail_mask(n - i);
-    Io<D>::store(y + i, scaled<D, W>(Io<D>::load(x + i, m), r, w == nullptr ? nullptr : w + i, off, m, false), m);
+    Io<D>::store(y + i, scaled<D>(Io<D>::load(x + i, m), r, w == nullptr ? nullptr : w + i, m, false), m);
   }
 }
 
@@ -173,65 +193,91 @@ float add_row(const typename Io<D>::S* x, const typename Io<D>::S* res, typename
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-template <DType D, DType W>
-void rms_rows_t(const void* xv, int64_t xs, void* yv, int64_t ys, const void* wv, float offset, float eps, int64_t n,
+// bfloat16: each sum is narrowed once, stored, and its squares added by VDPBF16PS.
+template <>
+float add_row<DType::BF16>(const uint16_t* x, const uint16_t* res, uint16_t* r, int64_t n) {
+  using Io16 = Io<DType::BF16>;
+  __m512 s = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    const __m256i a = narrow_bf16(_mm512_add_ps(Io16::load(x + i), Io16::load(res + i)));
+    const __m256i b = narrow_bf16(_mm512_add_ps(Io16::load(x + i + kLanes), Io16::load(res + i + kLanes)));
+    const __m512i ab = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+    _mm512_storeu_si512(r + i, ab);
+    s = _mm512_dpbf16_ps(s, reinterpret_cast<__m512bh>(ab), reinterpret_cast<__m512bh>(ab));
+  }
+  for (; i < n; i += kLanes) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m256i a = narrow_bf16(_mm512_add_ps(Io16::load(x + i, m), Io16::load(res + i, m)));
+    _mm256_mask_storeu_epi16(r + i, m, a);
+    const __m512i a0 = _mm512_maskz_mov_epi64(0x0F, _mm512_castsi256_si512(a));  // masked-off lanes are 0
+    s = _mm512_dpbf16_ps(s, reinterpret_cast<__m512bh>(a0), reinterpret_cast<__m512bh>(a0));
+  }
+  return _mm512_reduce_add_ps(s);
+}
+
+template <DType D>
+void rms_rows_t(const void* xv, int64_t xs, void* yv, int64_t ys, const float* w, float eps, int64_t n,
                 int64_t begin, int64_t end) {
   using S = typename Io<D>::S;
   const S* x = static_cast<const S*>(xv);
   S* y = static_cast<S*>(yv);
-  const auto* w = static_cast<const typename Io<W>::S*>(wv);
   for (int64_t row = begin; row < end; ++row) {
     const S* xr = x + row * xs;
-    scale_row<D, W>(xr, y + row * ys, w, offset, inv_rms(sum_squares<D>(xr, n), n, eps), n);
+    scale_row<D>(xr, y + row * ys, w, inv_rms(sum_squares<D>(xr, n), n, eps), n);
   }
 }
 
-template <DType D, DType W>
+template <DType D>
 void add_rms_rows_t(const void* xv, int64_t xs, const void* resv, int64_t rs, void* rv, int64_t os, void* yv,
-                    int64_t ys, const void* wv, float offset, float eps, int64_t n, int64_t begin, int64_t end) {
+                    int64_t ys, const float* w, float eps, int64_t n, int64_t begin, int64_t end) {
   using S = typename Io<D>::S;
   const S* x = static_cast<const S*>(xv);
   const S* res = static_cast<const S*>(resv);
   S* r = static_cast<S*>(rv);
   S* y = static_cast<S*>(yv);
-  const auto* w = static_cast<const typename Io<W>::S*>(wv);
   for (int64_t row = begin; row < end; ++row) {
     S* sum = r + row * os;
     const float ss = add_row<D>(x + row * xs, res + row * rs, sum, n);
-    scale_row<D, W>(sum, y + row * ys, w, offset, inv_rms(ss, n, eps), n);
+    scale_row<D>(sum, y + row * ys, w, inv_rms(ss, n, eps), n);
   }
 }
 
-using RmsRows = void (*)(const void*, int64_t, void*, int64_t, const void*, float, float, int64_t, int64_t, int64_t);
-using AddRmsRows = void (*)(const void*, int64_t, const void*, int64_t, void*, int64_t, void*, int64_t, const void*,
-                            float, float, int64_t, int64_t, int64_t);
+template <DType D>
+void weight_t(const void* wv, float offset, float* out, int64_t n) {
+  const auto* w = static_cast<const typename Io<D>::S*>(wv);
+  const __m512 off = _mm512_set1_ps(offset);
+  for (int64_t i = 0; i < n; i += kLanes) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm512_mask_storeu_ps(out + i, m, _mm512_add_ps(Io<D>::load(w + i, m), off));
+  }
+}
 
-// The instantiations, indexed [x dtype][weight dtype] by the DType values.
-constexpr RmsRows kRms[3][3] = {
-    {rms_rows_t<DType::F32, DType::F32>, rms_rows_t<DType::F32, DType::BF16>, rms_rows_t<DType::F32, DType::F16>},
-    {rms_rows_t<DType::BF16, DType::F32>, rms_rows_t<DType::BF16, DType::BF16>, rms_rows_t<DType::BF16, DType::F16>},
-    {rms_rows_t<DType::F16, DType::F32>, rms_rows_t<DType::F16, DType::BF16>, rms_rows_t<DType::F16, DType::F16>},
-};
-constexpr AddRmsRows kAddRms[3][3] = {
-    {add_rms_rows_t<DType::F32, DType::F32>, add_rms_rows_t<DType::F32, DType::BF16>,
-     add_rms_rows_t<DType::F32, DType::F16>},
-    {add_rms_rows_t<DType::BF16, DType::F32>, add_rms_rows_t<DType::BF16, DType::BF16>,
-     add_rms_rows_t<DType::BF16, DType::F16>},
-    {add_rms_rows_t<DType::F16, DType::F32>, add_rms_rows_t<DType::F16, DType::BF16>,
-     add_rms_rows_t<DType::F16, DType::F16>},
-};
+using RmsRows = void (*)(const void*, int64_t, void*, int64_t, const float*, float, int64_t, int64_t, int64_t);
+using AddRmsRows = void (*)(const void*, int64_t, const void*, int64_t, void*, int64_t, void*, int64_t, const float*,
+                            float, int64_t, int64_t, int64_t);
+using Weight = void (*)(const void*, float, float*, int64_t);
+
+// The instantiations, indexed by the DType values.
+constexpr RmsRows kRms[3] = {rms_rows_t<DType::F32>, rms_rows_t<DType::BF16>, rms_rows_t<DType::F16>};
+constexpr AddRmsRows kAddRms[3] = {add_rms_rows_t<DType::F32>, add_rms_rows_t<DType::BF16>,
+                                   add_rms_rows_t<DType::F16>};
+constexpr Weight kWeight[3] = {weight_t<DType::F32>, weight_t<DType::BF16>, weight_t<DType::F16>};
 
 }  // namespace
 
-void rms_rows(DType t, DType wt, const void* x, int64_t xs, void* y, int64_t ys, const void* w, float offset,
-              float eps, int64_t n, int64_t begin, int64_t end) {
-  kRms[static_cast<int>(t)][static_cast<int>(wt)](x, xs, y, ys, w, offset, eps, n, begin, end);
+void weight_f32(DType wt, const void* w, float offset, float* out, int64_t n) {
+  kWeight[static_cast<int>(wt)](w, offset, out, n);
 }
 
-void add_rms_rows(DType t, DType wt, const void* x, int64_t xs, const void* res, int64_t rs, void* r, int64_t os,
-                  void* y, int64_t ys, const void* w, float offset, float eps, int64_t n, int64_t begin,
-                  int64_t end) {
-  kAddRms[static_cast<int>(t)][static_cast<int>(wt)](x, xs, res, rs, r, os, y, ys, w, offset, eps, n, begin, end);
+void rms_rows(DType t, const void* x, int64_t xs, void* y, int64_t ys, const float* w, float eps, int64_t n,
+              int64_t begin, int64_t end) {
+  kRms[static_cast<int>(t)](x, xs, y, ys, w, eps, n, begin, end);
+}
+
+void add_rms_rows(DType t, const void* x, int64_t xs, const void* res, int64_t rs, void* r, int64_t os, void* y,
+                  int64_t ys, const float* w, float eps, int64_t n, int64_t begin, int64_t end) {
+  kAddRms[static_cast<int>(t)](x, xs, res, rs, r, os, y, ys, w, eps, n, begin, end);
 }
 
 #pragma GCC pop_options
@@ -242,11 +288,12 @@ bool usable(DType) { return false; }
 
 const char* path_name() { return "portable"; }
 
-void rms_rows(DType, DType, const void*, int64_t, void*, int64_t, const void*, float, float, int64_t, int64_t,
-              int64_t) {}
+void weight_f32(DType, const void*, float, float*, int64_t) {}
 
-void add_rms_rows(DType, DType, const void*, int64_t, const void*, int64_t, void*, int64_t, void*, int64_t,
-                  const void*, float, float, int64_t, int64_t, int64_t) {}
+void rms_rows(DType, const void*, int64_t, void*, int64_t, const float*, float, int64_t, int64_t, int64_t) {}
+
+void add_rms_rows(DType, const void*, int64_t, const void*, int64_t, void*, int64_t, void*, int64_t, const float*,
+                  float, int64_t, int64_t, int64_t) {}
 
 #endif
 

@@ -20,15 +20,17 @@ bool usable(DType x);
 // "avx512-bf16", "avx512" or "portable": what a call would use (for benchmarks and `info`).
 const char* path_name();
 
-// RMSNorm of rows [begin, end): y = round(round(x * rstd) * (w + offset)), rstd from the fp32
-// sum of squares; w may be null (y = round(x * rstd)). Strides and offsets are in elements.
-void rms_rows(DType t, DType wt, const void* x, int64_t xs, void* y, int64_t ys, const void* w, float offset,
-              float eps, int64_t n, int64_t begin, int64_t end);
+// out[0, n) = float32(w) + offset for a weight of dtype wt (vectorized: the kernels read this).
+void weight_f32(DType wt, const void* w, float offset, float* out, int64_t n);
+
+// RMSNorm of rows [begin, end): y = round(round(x * rstd) * w), rstd from the fp32 sum of squares,
+// w the float32 weight (offset included) or null (y = round(x * rstd)). Strides are in elements.
+void rms_rows(DType t, const void* x, int64_t xs, void* y, int64_t ys, const float* w, float eps, int64_t n,
+              int64_t begin, int64_t end);
 
 // Fused add: r = round(x + res) stored into r (which may be res), then y = rms_norm(r) as above
 // (y may be x).
-void add_rms_rows(DType t, DType wt, const void* x, int64_t xs, const void* res, int64_t rs, void* r, int64_t os,
-                  void* y, int64_t ys, const void* w, float offset, float eps, int64_t n, int64_t begin,
-                  int64_t end);
+void add_rms_rows(DType t, const void* x, int64_t xs, const void* res, int64_t rs, void* r, int64_t os, void* y,
+                  int64_t ys, const float* w, float eps, int64_t n, int64_t begin, int64_t end);
 
 }  // namespace normswitch_cpu::avx512
