@@ -74,6 +74,7 @@ struct Io<DType::F32> {
   static __m512 load(const S* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
   static void store(S* p, __m512 v) { _mm512_storeu_ps(p, v); }
   static void store(S* p, __m512 v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
+  static void stream(S* p, __m512 v) { _mm512_stream_ps(p, v); }
   static __m512 round(__m512 v) { return v; }
 };
 
@@ -88,6 +89,7 @@ struct Io<DType::BF16> {
   static __m512 load(const S* p, __mmask16 m) { return widen_bf16(_mm256_maskz_loadu_epi16(m, p)); }
   static void store(S* p, __m512 v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow_bf16(v)); }
   static void store(S* p, __m512 v, __mmask16 m) { _mm256_mask_storeu_epi16(p, m, narrow_bf16(v)); }
+  static void stream(S* p, __m512 v) { _mm256_stream_si256(reinterpret_cast<__m256i*>(p), narrow_bf16(v)); }
   static __m512 round(__m512 v) { return widen_bf16(narrow_bf16(v)); }
 };
 
@@ -102,6 +104,9 @@ struct Io<DType::F16> {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, kHalfRound));
   }
   static void store(S* p, __m512 v, __mmask16 m) { _mm256_mask_storeu_epi16(p, m, _mm512_cvtps_ph(v, kHalfRound)); }
+  static void stream(S* p, __m512 v) {
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, kHalfRound));
+  }
   static __m512 round(__m512 v) { return _mm512_cvtph_ps(_mm512_cvtps_ph(v, kHalfRound)); }
 };
 
@@ -158,10 +163,18 @@ inline __m512 scaled(__m512 a, __m512 r, const float* w, __mmask16 m, bool full)
   return _mm512_mul_ps(Io<D>::round(a), full ? _mm512_loadu_ps(w) : _mm512_maskz_loadu_ps(m, w));
 }
 
+// With `stream`, full blocks bypass the caches (non-temporal stores, for outputs too large to stay
+// in them: no read of the old lines); y must then be aligned to a block.
 template <DType D>
-void scale_row(const typename Io<D>::S* x, typename Io<D>::S* y, const float* w, float rstd, int64_t n) {
+void scale_row(const typename Io<D>::S* x, typename Io<D>::S* y, const float* w, float rstd, int64_t n,
+               bool stream = false) {
   const __m512 r = _mm512_set1_ps(rstd);
   int64_t i = 0;
+  if (stream) {
+    for (; i + kLanes <= n; i += kLanes) {
+      Io<D>::stream(y + i, scaled<D>(Io<D>::load(x + i), r, w == nullptr ? nullptr : w + i, 0, true));
+    }
+  }
   for (; i + kLanes <= n; i += kLanes) {
     Io<D>::store(y + i, scaled<D>(Io<D>::load(x + i), r, w == nullptr ? nullptr : w + i, 0, true));
   }
@@ -218,13 +231,18 @@ float add_row<DType::BF16>(const uint16_t* x, const uint16_t* res, uint16_t* r, 
 
 template <DType D>
 void rms_rows_t(const void* xv, int64_t xs, void* yv, int64_t ys, const float* w, float eps, int64_t n,
-                int64_t begin, int64_t end) {
+                int64_t begin, int64_t end, bool stream) {
   using S = typename Io<D>::S;
   const S* x = static_cast<const S*>(xv);
   S* y = static_cast<S*>(yv);
   for (int64_t row = begin; row < end; ++row) {
     const S* xr = x + row * xs;
-    scale_row<D>(xr, y + row * ys, w, inv_rms(sum_squares<D>(xr, n), n, eps), n);
+    S* yr = y + row * ys;
+    const bool aligned = reinterpret_cast<uintptr_t>(yr) % (kLanes * sizeof(S)) == 0;
+    scale_row<D>(xr, yr, w, inv_rms(sum_squares<D>(xr, n), n, eps), n, stream && aligned);
+  }
+  if (stream) {
+    _mm_sfence();  // the streamed lines are visible before the caller's threads join
   }
 }
 
@@ -253,7 +271,7 @@ void weight_t(const void* wv, float offset, float* out, int64_t n) {
   }
 }
 
-using RmsRows = void (*)(const void*, int64_t, void*, int64_t, const float*, float, int64_t, int64_t, int64_t);
+using RmsRows = void (*)(const void*, int64_t, void*, int64_t, const float*, float, int64_t, int64_t, int64_t, bool);
 using AddRmsRows = void (*)(const void*, int64_t, const void*, int64_t, void*, int64_t, void*, int64_t, const float*,
                             float, int64_t, int64_t, int64_t);
 using Weight = void (*)(const void*, float, float*, int64_t);
@@ -271,8 +289,8 @@ void weight_f32(DType wt, const void* w, float offset, float* out, int64_t n) {
 }
 
 void rms_rows(DType t, const void* x, int64_t xs, void* y, int64_t ys, const float* w, float eps, int64_t n,
-              int64_t begin, int64_t end) {
-  kRms[static_cast<int>(t)](x, xs, y, ys, w, eps, n, begin, end);
+              int64_t begin, int64_t end, bool stream) {
+  kRms[static_cast<int>(t)](x, xs, y, ys, w, eps, n, begin, end, stream);
 }
 
 void add_rms_rows(DType t, const void* x, int64_t xs, const void* res, int64_t rs, void* r, int64_t os, void* y,
@@ -290,7 +308,7 @@ const char* path_name() { return "portable"; }
 
 void weight_f32(DType, const void*, float, float*, int64_t) {}
 
-void rms_rows(DType, const void*, int64_t, void*, int64_t, const float*, float, int64_t, int64_t, int64_t) {}
+void rms_rows(DType, const void*, int64_t, void*, int64_t, const float*, float, int64_t, int64_t, int64_t, bool) {}
 
 void add_rms_rows(DType, const void*, int64_t, const void*, int64_t, void*, int64_t, void*, int64_t, const float*,
                   float, int64_t, int64_t, int64_t) {}

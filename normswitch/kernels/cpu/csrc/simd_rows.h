@@ -25,8 +25,9 @@ void weight_f32(DType wt, const void* w, float offset, float* out, int64_t n);
 
 // RMSNorm of rows [begin, end): y = round(round(x * rstd) * w), rstd from the fp32 sum of squares,
 // w the float32 weight (offset included) or null (y = round(x * rstd)). Strides are in elements.
+// `stream`: write y with non-temporal stores (an output larger than the caches).
 void rms_rows(DType t, const void* x, int64_t xs, void* y, int64_t ys, const float* w, float eps, int64_t n,
-              int64_t begin, int64_t end);
+              int64_t begin, int64_t end, bool stream);
 
 // Fused add: r = round(x + res) stored into r (which may be res), then y = rms_norm(r) as above
 // (y may be x).
