@@ -1,9 +1,11 @@
 // RMSNorm and fused add RMSNorm rows with AVX-512 intrinsics, chosen at run time (simd_rows.h).
 // The portable kernels (rms_norm.cpp) convert bfloat16 with integer arithmetic; here one
-// VCVTNEPS2BF16 rounds 16 floats to nearest even, and tails use masked loads and stores, so every
-// element of a row goes through the same instructions. Rounding points are those of the portable
-// kernels (HF order: round(x * rstd), times the float32 weight, round). Note: like every
-// AVX512_BF16 conversion, a float32 value below bfloat16's normal range becomes zero.
+// VCVTNEPS2BF16 rounds 16 floats to nearest even, VDPBF16PS adds the squares of 32 bfloat16 values,
+// tails use masked loads and stores (every element of a row goes through the same instructions),
+// and outputs too large for the caches are written with non-temporal stores. Rounding points are
+// those of the portable kernels (HF order: round(x * rstd), times the float32 weight, round); a
+// row's result depends on that row alone. Note: like every AVX512_BF16 instruction, these treat
+// float32/bfloat16 values below the normal range as zero (irrelevant to a norm's output).
 #include "simd_rows.h"
 
 #include <atomic>
