@@ -97,8 +97,9 @@ avx512::DType simd_type(at::ScalarType t) {
 }
 
 // The weight as the AVX-512 kernels read it: float32 with the offset added. A float32 weight
-// without offset is read where it is; float32/bfloat16/float16 ones are converted by vector code,
-// others by float_param, into `copy`. Null when there is no weight.
+// without offset is read where it is; float32/bfloat16/float16 ones are converted by vector code
+// into a buffer of the calling thread (kept between calls: no allocation per call, which at
+// M = 1 costs as much as the row), others by float_param into `copy`. Null without a weight.
 const float* simd_weight(const std::optional<at::Tensor>& p, int64_t n, float offset, std::vector<float>& copy) {
   const auto t = p.has_value() ? p->scalar_type() : at::kFloat;
   if (!p.has_value() || !(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf)) {
@@ -111,9 +112,12 @@ const float* simd_weight(const std::optional<at::Tensor>& p, int64_t n, float of
   if (t == at::kFloat && offset == 0.0f) {
     return p->const_data_ptr<float>();
   }
-  copy.resize(n);
-  avx512::weight_f32(simd_type(t), p->const_data_ptr(), offset, copy.data(), n);
-  return copy.data();
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < n) {
+    buffer.resize(n);
+  }
+  avx512::weight_f32(simd_type(t), p->const_data_ptr(), offset, buffer.data(), n);
+  return buffer.data();
 }
 
 }  // namespace
