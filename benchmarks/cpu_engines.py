@@ -11,7 +11,8 @@ new tensors is timed against what vLLM's IR does for the functional form of an i
 (``func_impl_fn``: clone x and the residual, then the in-place kernel). The implementations are timed in
 turn, ``--calls`` back-to-back calls per sample, ``--reps`` samples each, interleaved so that a
 neighbour's load hits every column alike; each cell is the median sample per call, and the ratio
-is normswitch over the engine kernel (below 1 is faster). Also: the dispatch overhead at M = 1
+is normswitch over the engine kernel (below 1 is faster); ``--repeat`` passes over the table give
+each ratio's spread. Also: the dispatch overhead at M = 1
 (public op minus the ``cpu`` kernel function called directly; fastest of many short samples).
 
 Like ``cpu_native.py`` it re-runs itself with glibc's malloc keeping large blocks on the heap
@@ -130,22 +131,32 @@ def commit() -> str:
         return "unknown"
 
 
-def table(reps: int, calls: int, engines: dict) -> list[str]:
-    """Markdown rows: one per (dtype, shape, op), columns in us and normswitch's ratio to each engine."""
+def table(reps: int, calls: int, engines: dict, repeat: int) -> list[str]:
+    """Markdown rows: one per (dtype, shape, op): the median over ``repeat`` passes of each column (us)
+    and of normswitch's ratio to each engine, with the ratio's range over the passes. A pass
+    measures every cell once (so the passes of a cell are minutes apart, under different loads)."""
     names = list(engines)
+    cells = [(dtype, m, n, op) for dtype in DTYPES for m, n in SHAPES
+             for op, _ in row_cases(1, 1, dtype, engines)]
+    runs: dict[tuple, list[dict[str, float]]] = {c: [] for c in cells}
+    for k in range(repeat):
+        for dtype in DTYPES:
+            for m, n in SHAPES:
+                for op, impls in row_cases(m, n, dtype, engines):
+                    t = interleaved_us(impls, reps, calls if m * n < 1 << 22 else max(2, calls // 4))
+                    runs[(dtype, m, n, op)].append(t)
+        print(f"pass {k + 1} of {repeat} done", flush=True)
     head = ["dtype", "M x N", "op", "normswitch us", *(f"{e} us" for e in names),
-            *(f"ratio vs {e}" for e in names)]
+            *(f"ratio vs {e} (range)" for e in names)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for dtype in DTYPES:
-        for m, n in SHAPES:
-            for op, impls in row_cases(m, n, dtype, engines):
-                t = interleaved_us(impls, reps, calls if m * n < 1 << 22 else max(2, calls // 4))
-                ours = t["normswitch"]
-                cells = [str(dtype).split(".")[-1], f"{m} x {n}", op, f"{ours:.1f}",
-                         *(f"{t[e]:.1f}" for e in names), *(f"**{ours / t[e]:.2f}**" for e in names)]
-                line = "| " + " | ".join(cells) + " |"
-                print(line, flush=True)
-                lines.append(line)
+    for (dtype, m, n, op), ts in runs.items():
+        med = {k: statistics.median(t[k] for t in ts) for k in ts[0]}
+        ratios = {e: sorted(t["normswitch"] / t[e] for t in ts) for e in names}
+        row = [str(dtype).split(".")[-1], f"{m} x {n}", op, f"{med['normswitch']:.1f}",
+               *(f"{med[e]:.1f}" for e in names),
+               *(f"**{statistics.median(ratios[e]):.2f}** ({ratios[e][0]:.2f}-{ratios[e][-1]:.2f})" for e in names)]
+        lines.append("| " + " | ".join(row) + " |")
+    print("\n".join(lines), flush=True)
     return lines
 
 
@@ -155,6 +166,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--reps", type=int, default=15, help="samples per implementation and cell")
     ap.add_argument("--calls", type=int, default=10, help="back-to-back calls per sample")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    ap.add_argument("--repeat", type=int, default=3, help="passes over the whole table (the ratio's spread)")
     ap.add_argument("--page-faults", action="store_true", help="keep glibc's default malloc thresholds")
     args = ap.parse_args(argv)
     if not args.page_faults and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
@@ -165,14 +177,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     cpu.EXTENSION.load()
     lines = [f"normswitch {commit()} on {platform.machine()} ({cpu.capability()}, kernel path "
              f"{cpu.EXTENSION.module.kernel_path()}), {torch.get_num_threads()} threads, torch {torch.__version__}, "
-             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; median of {args.reps} samples "
-             f"of {args.calls} calls (a quarter of that above 4M elements)", ""]
+             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; per pass, median of {args.reps} "
+             f"samples of {args.calls} calls (a quarter of that above 4M elements); median of {args.repeat} passes",
+             ""]
     print(lines[0], flush=True)
-    lines += table(args.reps, args.calls, engines)
-    oh = overhead_us()
-    line = "dispatch at M=1 (bf16, N=4096), us per call: " + ", ".join(f"{k} {v:.2f}" for k, v in oh.items())
-    print(line)
-    lines += ["", line]
+    lines += table(args.reps, args.calls, engines, args.repeat)
+    lines.append("")
+    for _ in range(args.repeat):
+        oh = overhead_us()
+        line = "- dispatch at M=1 (bf16, N=4096), us per call: " + ", ".join(f"{k} {v:.2f}" for k, v in oh.items())
+        print(line, flush=True)
+        lines.append(line)
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")
     return 0
