@@ -71,6 +71,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 34), "MALLOC_TRIM_THRESHOLD_": str(1 << 34)}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     torch.set_num_threads(args.threads)
+    # One compiled graph per shape and dtype (dynamic=False): above Dynamo's default limit of 8 per
+    # function it would silently run the eager code instead.
+    torch._dynamo.config.recompile_limit = 64
     lines = [f"normswitch {commit()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
              f"us per call, median of {args.repeat} passes (each the median of {args.reps} samples of 10 "
              "calls); ratio = normswitch / the fastest alternative, range over the passes", "",

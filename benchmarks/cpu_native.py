@@ -120,6 +120,9 @@ def main() -> int:
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # One compiled graph per shape and dtype (dynamic=False): above Dynamo's default limit of 8 per
+    # function it would silently run the eager code instead.
+    torch._dynamo.config.recompile_limit = 64
     lines = [f"# normswitch on CPU (default selection and native), {datetime.date.today()}", "",
              f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
              f"torch {torch.__version__}; python {platform.python_version()}. Median of {args.reps} runs, ms. "
