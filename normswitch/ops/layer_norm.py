@@ -48,7 +48,7 @@ def layer_norm(
     -------
     Tensor of x's shape and dtype.
     """
-    return LAYER_NORM(x, weight, bias, eps, out, backend=backend)
+    return LAYER_NORM.entry(x, weight, bias, eps, out, backend=backend)
 
 
 def layer_norm_channels_first(
@@ -67,7 +67,7 @@ def layer_norm_channels_first(
     -------
     A contiguous tensor of x's shape and dtype.
     """
-    return CHANNELS_FIRST(x, weight, bias, eps, backend=backend)
+    return CHANNELS_FIRST.entry(x, weight, bias, eps, backend=backend)
 
 
 def _check_ln(x, weight, bias, eps, out) -> tuple:

@@ -60,7 +60,7 @@ def norm_gated(
         ``y`` of x's shape and dtype; ``mean`` (None for RMS) and ``rstd`` float32 of shape
         ``(ngroups * M,)``, group-major.
     """
-    return NORM_GATED(x, weight, bias, z, eps, group_size, norm_before_gate, is_rms_norm, out,
+    return NORM_GATED.entry(x, weight, bias, z, eps, group_size, norm_before_gate, is_rms_norm, out,
                       backend=backend)
 
 
@@ -80,10 +80,10 @@ def layernorm_fn(
     """
     checks.tensor("x", x)
     if x.dim() == 2:
-        return NORM_GATED(x, weight, bias, z, eps, group_size, norm_before_gate, is_rms_norm, None)[0]
+        return NORM_GATED.entry(x, weight, bias, z, eps, group_size, norm_before_gate, is_rms_norm, None)[0]
     n = x.shape[-1]
     z2 = None if z is None else checks.like("z", z, x).reshape(-1, n)
-    y = NORM_GATED(x.reshape(-1, n), weight, bias, z2, eps, group_size, norm_before_gate, is_rms_norm, None)[0]
+    y = NORM_GATED.entry(x.reshape(-1, n), weight, bias, z2, eps, group_size, norm_before_gate, is_rms_norm, None)[0]
     return y.view(x.shape)
 
 

@@ -1,14 +1,16 @@
 """The ``cpu`` backend (C++ kernels) beyond the generated cases of tests/ops (which run it like
 every backend: forced, default selection with the fast path, compiled, batch invariance, layout
 sequences): hidden sizes around the vector widths, grouped shapes, parameters of other dtypes,
-int64 offsets, the kernels' own argument checks, and the fallback to native when it cannot be built."""
+int64 offsets, the kernels' own argument checks, and the fallback to native when it cannot be built.
+The RMSNorm tests run on both row-kernel paths: the AVX-512 one (where this CPU has it) and the
+portable one."""
 import pytest
 import torch
 
 import normswitch as ns
 from normswitch.kernels import cpu
 from normswitch.ops._inputs import param, rand
-from normswitch.ops.rms_norm import reference_rms_norm
+from normswitch.ops.rms_norm import reference_fused_add, reference_rms_norm
 from normswitch.registry import BackendUnavailableError
 from tests.ops import harness as h
 
@@ -17,9 +19,21 @@ B = "cpu"
 pytestmark = pytest.mark.skipif(cpu.EXTENSION.problem() is not None, reason=f"{cpu.EXTENSION.problem()}")
 
 
+@pytest.fixture(params=["auto", "portable"])
+def path(request):
+    """The RMSNorm row kernels under test: "auto" (AVX-512 where the CPU has it) or "portable"."""
+    ext = cpu.EXTENSION.load()
+    ext.set_portable(request.param == "portable")
+    if request.param == "auto" and ext.kernel_path() == "portable":
+        ext.set_portable(False)
+        pytest.skip("this CPU has no AVX-512: only the portable kernels exist")
+    yield ext.kernel_path()
+    ext.set_portable(False)
+
+
 @pytest.mark.parametrize("dtype", h.DTYPES, ids=h.dtype_name)
 @pytest.mark.parametrize("n", [1, 7, 16, 33, 4099])
-def test_rms_norm_vector_tails(dtype, n):
+def test_rms_norm_vector_tails(dtype, n, path):
     """Row lengths below, at and past one vector, with and without a weight."""
     x = rand((5, n), dtype, DEV)
     weight = param(n, dtype, DEV) if n % 2 == 0 else None
@@ -36,12 +50,15 @@ def test_norm_gated_shapes(m, n, layout, group):
                         bias=param(n, torch.bfloat16, DEV), z=z, group_size=group), B)
 
 
-def test_mixed_parameter_dtypes():
+def test_mixed_parameter_dtypes(path):
     """float32/float64 weights with bfloat16 x match the reference; a float32 residual is
     declined (the kernels add in x's dtype) and served by native in the default selection."""
     x = rand((7, 300), torch.bfloat16, DEV)
-    for w in (torch.randn(300), torch.randn(300, dtype=torch.float64)):
+    for w in (torch.randn(300), torch.randn(300, dtype=torch.float64), torch.randn(300).half()):
         h.check(h.make_case("rms_norm", f"{w.dtype} weight", x=x, weight=w), B)
+        h.check(h.make_case("rms_norm", f"{w.dtype} weight, gemma", x=x, weight=w, weight_offset=1.0), B)
+        h.check(h.make_case("fused_add_rms_norm", f"{w.dtype} weight", x=x, residual=rand((7, 300), torch.bfloat16, DEV),
+                            weight=w, inplace=True), B)
     case = h.make_case("fused_add_rms_norm", "float32 residual", x=x, residual=rand((7, 300), torch.float32, DEV),
                        weight=torch.randn(300))
     with pytest.raises(BackendUnavailableError, match="residual of another dtype"):
@@ -50,10 +67,10 @@ def test_mixed_parameter_dtypes():
     assert y.dtype == torch.bfloat16 and s.dtype == torch.float32
 
 
-def test_offsets_beyond_int32():
+def test_offsets_beyond_int32(path):
     """Rows more than 2^31 elements apart (a strided view of a sparse, untouched allocation)."""
     n = 1024
-    base = torch.empty(2**31 + 4 * n, dtype=torch.bfloat16)
+    base = torch.empty(2**31 + 6 * n, dtype=torch.bfloat16)
     x = base.as_strided((3, n), (2**30, 1))
     x.copy_(rand((3, n), torch.bfloat16, DEV))
     w = torch.randn(n).to(torch.bfloat16)
@@ -62,6 +79,31 @@ def test_offsets_beyond_int32():
     out = base.as_strided((3, n), (2**30, 1), 2 * n)
     ns.rms_norm(x, w, out=out, backend=B)
     h.assert_close(out, want, torch.bfloat16, "rms_norm out=")
+    res = base.as_strided((3, n), (2**30, 1), 4 * n)
+    res.copy_(rand((3, n), torch.bfloat16, DEV))
+    want_y, want_r = reference_fused_add(x, res, w)
+    y, r = ns.fused_add_rms_norm(x, res, w, backend=B)
+    h.assert_close(y, want_y, torch.bfloat16, "fused_add_rms_norm y")
+    h.assert_close(r, want_r, torch.bfloat16, "fused_add_rms_norm residual")
+
+
+@pytest.mark.parametrize("dtype", h.DTYPES, ids=h.dtype_name)
+def test_paths_agree_and_rows_are_batch_invariant(dtype):
+    """Both paths give the reference's answer; on each, a row's result is the same whether it is
+    normalized alone or among 300 others (row splitting across threads changes nothing)."""
+    ext = cpu.EXTENSION.load()
+    x, res, w = rand((300, 1030), dtype, DEV), rand((300, 1030), dtype, DEV), param(1030, dtype, DEV)
+    try:
+        for portable in (True, False):
+            ext.set_portable(portable)
+            y = ext.rms_norm(x, w, 1e-6, 0.0, None)
+            assert torch.equal(ext.rms_norm(x[17:18], w, 1e-6, 0.0, None), y[17:18])
+            h.assert_close(y, reference_rms_norm(x, w)[0], dtype, f"rms_norm {ext.kernel_path()}")
+            ya, ra = ext.fused_add_rms_norm(x, res, w, 1e-6, 0.0, False)
+            y1, r1 = ext.fused_add_rms_norm(x[5:6], res[5:6], w, 1e-6, 0.0, False)
+            assert torch.equal(y1, ya[5:6]) and torch.equal(r1, ra[5:6])
+    finally:
+        ext.set_portable(False)
 
 
 def test_kernel_rejects_bad_arguments_itself():
@@ -96,3 +138,15 @@ def test_build_failure_falls_back_to_native(monkeypatch, caplog):
     falls = [r for r in caplog.records if "falls back to 'native'" in r.getMessage()]
     assert len(falls) == 1 and "compile failed" in falls[0].getMessage()
     ns.reset()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=h.dtype_name)
+def test_large_outputs_streamed(dtype, path):
+    """An output of 16 MB or more is written around the caches (non-temporal stores on the AVX-512
+    path); rows of 4100 elements start on and off a vector boundary, so both kinds of store run."""
+    n = 4100
+    m = (16 << 20) // (n * torch.empty((), dtype=dtype).element_size()) + 1
+    x, w = rand((m, n), dtype, DEV), param(n, dtype, DEV)
+    h.assert_close(ns.rms_norm(x, w, backend=B), reference_rms_norm(x, w)[0], dtype, "rms_norm")
+    out = torch.empty_like(x)
+    h.assert_close(ns.rms_norm(x, None, out=out, backend=B), reference_rms_norm(x)[0], dtype, "rms_norm out=")

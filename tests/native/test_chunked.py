@@ -1,5 +1,7 @@
 """The native RMSNorm and LayerNorm go chunk by chunk of rows on large inputs (to bound their
-float32 temporaries): any chunking gives bitwise the result of one piece, also in place."""
+float32 temporaries): any chunking gives bitwise the result of one piece, also in place. (LayerNorm
+on CPU tensors has no temporaries and runs in one call: there this checks that it ignores the
+chunk size.)"""
 import importlib
 
 import pytest

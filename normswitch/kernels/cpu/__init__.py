@@ -1,6 +1,8 @@
 """The ``cpu`` backend: normswitch's own C++ kernels for CPU tensors (``csrc/``), one pass per row
-with ATen's vector types and intra-op threads. Compiled on first use (see ``build``); with no
-compiler, or a failed build, the registry falls back to ``native``. Serves ``rms_norm``,
+with ATen's vector types and intra-op threads; RMSNorm rows use AVX-512 (and AVX512_BF16) where
+the CPU has it, decided at run time (the extension's ``kernel_path()``; ``set_portable(True)``
+forces the portable kernels). Compiled on first use (see ``build``); with no compiler, or a
+failed build, the registry falls back to ``native``. Serves ``rms_norm``,
 ``fused_add_rms_norm`` (residual of x's dtype) and ``norm_gated`` (gate of x's dtype);
 LayerNorm stays on ``native`` (``F.layer_norm`` is already one fused pass on CPU).
 """
@@ -57,7 +59,7 @@ def _supports_gated(call: Call) -> Optional[str]:
 
 def _details(device_type: str) -> str:
     if EXTENSION.module is not None:
-        return f"C++ kernels for {capability()}, loaded"
+        return f"C++ kernels for {capability()}, loaded (RMSNorm rows: {EXTENSION.module.kernel_path()})"
     return f"C++ kernels for {capability()}, compiled or loaded from the cache on first use"
 
 

@@ -54,8 +54,8 @@ def toolchain_problem() -> Optional[str]:
 EXTENSION = Extension(
     prefix="normswitch_cpu",
     csrc=Path(__file__).with_name("csrc"),
-    sources=("bindings.cpp", "rms_norm.cpp", "norm_gated.cpp"),
-    headers=("norms.h", "vec_io.h"),
+    sources=("bindings.cpp", "rms_norm.cpp", "rms_norm_avx512.cpp", "norm_gated.cpp"),
+    headers=("norms.h", "simd_rows.h", "vec_io.h"),
     cache_variable="NORMSWITCH_CPU_CACHE",
     kind="cpu",
     flags=flags,

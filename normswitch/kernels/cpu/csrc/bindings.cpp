@@ -1,6 +1,7 @@
 // Python bindings of the CPU kernels (the kernel contracts declared in normswitch/ops/).
 #include "ext_bindings.h"
 #include "norms.h"
+#include "simd_rows.h"
 
 using normswitch_ext::guarded;
 
@@ -14,4 +15,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("norm_gated", guarded(&normswitch_cpu::norm_gated), "gated group LayerNorm/RMSNorm: (y, mean, rstd)",
         py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("z"), py::arg("eps"), py::arg("group_size"),
         py::arg("norm_before_gate"), py::arg("is_rms_norm"), py::arg("out"));
+  m.def("kernel_path", &normswitch_cpu::avx512::path_name,
+        "the RMSNorm row kernels in use: avx512-bf16, avx512 (bfloat16 portable) or portable");
+  m.def("set_portable", &normswitch_cpu::avx512::set_path, "True: the portable RMSNorm kernels serve every call",
+        py::arg("portable"));
 }
