@@ -12,7 +12,8 @@ the declaration this module builds:
 A fast entry is recorded only when the checks returned every argument unchanged (no copy, no
 reshape), so a call served by the fast path is exactly the call the checks accepted. The key
 holds everything the checks and the call features read: types, dtypes, devices, the hidden size,
-each parameter's shape and layout, and the value of every scalar.
+each parameter's shape and layout, the value of every scalar, and the row bucket (the plan may
+depend on it through a tuning file).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from . import numerics
 from .registry import REGISTRY, BackendUnavailableError
+from .tune import buckets
 
 Tensor = torch.Tensor
 _is_compiling = torch.compiler.is_compiling
@@ -78,7 +80,7 @@ def _make_fast_key(name: str, kinds: tuple[str, ...], names: tuple[str, ...]) ->
                                                     for kind, a in zip(kinds[1:], names[1:]) if kind in (PARAM, LIKE)])
     lines = [f"def fast_key({', '.join(names)}):", "    shape = x.shape",
              "    if len(shape) != 2 or not shape[0] or not x.is_contiguous():", "        return None"]
-    parts = [repr(name), "x.dtype", "x.device", "shape[1]"]
+    parts = [repr(name), "x.dtype", "x.device", "shape[1]", buckets.expression("shape[0]")]
     for i, (kind, arg) in enumerate(zip(kinds[1:], names[1:]), 1):
         lines.append(_KEY_CODE[kind].format(a=arg, i=i).rstrip("\n"))
         if kind in _KEY_PARTS:
@@ -184,7 +186,7 @@ class Op:
         else:
             entry = self._entry(kargs, backend)
             result = REGISTRY.execute(entry, kargs)
-            if key is not None and finish is None and not REGISTRY.count_calls:
+            if key is not None and finish is None and not REGISTRY.watching:
                 self._record(key, entry, args, kargs)
         return result if finish is None else finish(result)
 

@@ -64,7 +64,7 @@ def environment(device: str) -> dict[str, Any]:
             "fla-core": _version("fla-core"), "python": platform.python_version()}
 
 
-def _progress(disabled: bool):
+def progress(disabled: bool):
     if disabled:
         return None
     try:
@@ -95,7 +95,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if a.quick:
         s.m_grid, s.n_grid, s.extra_shapes = (1, 256), (128, 1280), ((256, 1280),)
     meta = environment(a.device)
-    ceilings, rows = run(s, _progress(a.no_progress))
+    ceilings, rows = run(s, progress(a.no_progress))
     summary = report.targets(rows, ceilings)
     shown = [i for i in impls if any(r["impl"] == i and "us" in r for r in rows)]
     print(f"{meta['device']}  {meta['date']}  torch {meta['torch']}  triton {meta['triton']}")
