@@ -105,8 +105,9 @@ class Case:
         """Call the public op with these arguments (fresh copies of tensors it may write)."""
         return self.op.public(**self.op.fresh(self.kwargs), backend=backend)
 
-    def errors(self, result: Any) -> list[tuple[str, float, float]]:
-        """``(output name, error, tolerance)`` of each output against the float64 reference."""
+    def errors(self, result: Any, on: "torch.device | str" = "cpu") -> list[tuple[str, float, float]]:
+        """``(output name, error, tolerance)`` of each output against the float64 reference
+        (compared on device ``on``, see :func:`normswitch.numerics.max_error`)."""
         got = self.op.outputs(result, self.kwargs)
         want = self.op.reference(**self.kwargs)
         rows = []
@@ -116,7 +117,7 @@ class Case:
                     rows.append((name, float("inf"), 0.0))
                 continue
             tol = self.op.tolerance[torch.float32 if name in ("mean", "rstd") else out.dtype]
-            rows.append((name, numerics.max_error(out, ref), tol))
+            rows.append((name, numerics.max_error(out, ref, on), tol))
         return rows
 
 

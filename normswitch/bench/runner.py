@@ -230,7 +230,7 @@ def run_case(case: Case, s: Settings, c: Ceilings, time_fn: Callable) -> list[di
             fn = factory(case)
             if getattr(fn, "served_by", None):
                 row["served_by"] = fn.served_by
-            row["err"] = max_error(first_output(fn()), ref)
+            row["err"] = max_error(first_output(fn()), ref, ref.device)
             row.update(time_impl(fn, s, time_fn))
             us = row["us"]
         except Unavailable as exc:

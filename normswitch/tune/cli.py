@@ -18,9 +18,9 @@ from typing import Optional
 
 import torch
 
-from ..bench import progress
+from ..bench import progress, shapes
 from ..bench.impls import BENCH_OPS
-from ..bench.runner import M_GRID, N_GRID, Settings, timer
+from ..bench.runner import EXTRA_SHAPES, M_GRID, N_GRID, Settings, timer
 from ..platform import device_type
 from ..registry import REGISTRY
 from . import measure, record, tuning_file
@@ -36,6 +36,8 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--N", default=",".join(map(str, N_GRID)), help="hidden sizes (grid, comma-separated)")
     p.add_argument("--extra-dtypes", default="float16,float32",
                    help="dtypes tuned at a few shapes besides bfloat16, as the bench grid ('' for none)")
+    p.add_argument("--extra-shapes", default=",".join(f"{m}x{n}" for m, n in EXTRA_SHAPES),
+                   help="the MxN shapes of the extra dtypes (grid, comma-separated)")
     p.add_argument("--quick", action="store_true", help="a small grid and short timing (smoke test)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     p.add_argument("--backends", default="", help="comma-separated backends to consider (default: all available)")
@@ -59,7 +61,8 @@ def _ints(text: str) -> tuple[int, ...]:
 def settings(a: argparse.Namespace, device: str) -> Settings:
     """The bench settings of the grid and the timing."""
     s = Settings(ops=tuple(o for o in a.ops.split(",") if o), impls=(), m_grid=_ints(a.M), n_grid=_ints(a.N),
-                 extra_dtypes=tuple(d for d in a.extra_dtypes.split(",") if d), warmup_ms=a.warmup,
+                 extra_dtypes=tuple(d for d in a.extra_dtypes.split(",") if d),
+                 extra_shapes=shapes(a.extra_shapes), warmup_ms=a.warmup,
                  rep_ms=a.rep, device=device, graphs=not a.no_graphs)
     if a.quick:
         s.m_grid, s.n_grid, s.extra_shapes, s.extra_dtypes = (1, 256), (128, 1280), ((256, 1280),), ()

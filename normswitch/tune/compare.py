@@ -5,7 +5,10 @@ Reads the JSON of ``normswitch bench --impls <backends>,normswitch --json F``: p
 served it) against the fastest of the backend columns. A point passes when the served backend
 is the fastest one, and holds the limit when the selection's time is within 3% of the fastest.
 
-Usage: ``python -m normswitch.tune.compare bench.json [--markdown F] [--title T]``.
+Usage: ``python -m normswitch.tune.compare bench.json [--selection other.json] [--markdown F]``;
+``--selection`` takes the ``normswitch`` column from another run (say, without a tuning file)
+and the backend columns from the first. Either file may be the JSON of ``--json`` or the JSON
+lines of ``--stream`` (what a run cut short leaves).
 """
 from __future__ import annotations
 
@@ -66,15 +69,28 @@ def markdown(pts: list[dict], own: list[str]) -> str:
     return "\n".join(lines)
 
 
+def load(path: str) -> dict:
+    """A bench result: the ``--json`` document, or ``{"rows": [...]}`` of ``--stream`` lines."""
+    with open(path) as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return {"rows": [json.loads(line) for line in text.splitlines() if line.strip()]}
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bench_json")
+    ap.add_argument("--selection", help="take the normswitch column from this run instead")
     ap.add_argument("--markdown", help="write the table and summary here")
     ap.add_argument("--title", default="normswitch selection against its fastest backend")
     a = ap.parse_args(argv)
-    with open(a.bench_json) as f:
-        data = json.load(f)
-    pts = points(data["rows"])
+    data = load(a.bench_json)
+    rows = data["rows"]
+    if a.selection:
+        rows = [r for r in rows if r["impl"] != AUTO] + [r for r in load(a.selection)["rows"] if r["impl"] == AUTO]
+    pts = points(rows)
     own = [k for k in BACKEND_MODULES if any(k in p["times"] for p in pts)]
     text = summary(pts)
     print(text)
