@@ -116,8 +116,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     groups = measure.group(samples)
     allowed = tuple(b for b in a.backends.split(",") if b) or None
     per_group = [(g, measure.candidates(g, allowed)) for g in groups]
+    rounds = a.rounds or (3 if device == "cpu" else 1)
     bar = progress(a.no_progress)
-    bar = bar(sum(len(c) for _, c in per_group)) if bar else None
+    bar = bar(sum(len(c) for _, c in per_group) * (1 + rounds)) if bar else None
 
     def step(g: measure.Group, name: str) -> None:
         if bar is not None:
@@ -125,7 +126,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             bar.update(1)
 
     time_fn = timer(device)
-    rounds = a.rounds or (3 if device == "cpu" else 1)
     results = [(g, measure.measure(g, names, s, time_fn, a.metric, lambda n, g=g: step(g, n), rounds))
                for g, names in per_group]
     if bar is not None:

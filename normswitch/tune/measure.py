@@ -104,6 +104,7 @@ def measure(g: Group, backends: list[str], s: Settings, time_fn: Callable, metri
             step: Callable[[str], None] = lambda name: None, rounds: int = 1) -> Optional[dict]:
     """The group's tuning-file entry: each checked backend's mean device and host time, the
     failures, and the backend with the least ``metric`` time; None when no backend passed.
+    ``step`` is called ``len(backends) * (1 + rounds)`` times (the progress bar).
 
     The checked backends are timed in turn, ``rounds`` times over, and each keeps its least
     time per call: on a shared CPU a burst of load then hits one round, not the choice."""
@@ -111,7 +112,7 @@ def measure(g: Group, backends: list[str], s: Settings, time_fn: Callable, metri
     failed: dict[str, str] = {}
     passed = []
     for name in backends:
-        step(name)
+        step(f"{name} (check)")
         results = [check.verify(decl, smp.kwargs, name, smp.label) for smp in g.samples]
         bad = next((r for r in results if r[0] != check.OK), None)
         if bad is None:
@@ -119,10 +120,15 @@ def measure(g: Group, backends: list[str], s: Settings, time_fn: Callable, metri
         elif bad[0] == check.FAILED:
             failed[name] = bad[1]
     if not passed:
+        for _ in range(rounds * len(backends)):
+            step("-")
         return None
     best: dict[tuple[str, int], dict[str, float]] = {}
-    for _ in range(rounds):
+    for r in range(rounds):
+        for _ in range(len(backends) - len(passed)):
+            step("-")
         for name in passed:
+            step(f"{name} (time {r + 1}/{rounds})")
             for i, smp in enumerate(g.samples):
                 t = time_impl(functools.partial(decl.public, **smp.kwargs, backend=name), s, time_fn)
                 old = best.setdefault((name, i), {"us": t["us"], "host_us": t["host_us"]})
