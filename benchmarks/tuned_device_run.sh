@@ -15,7 +15,7 @@ t = time.perf_counter(); build.load(); print(f"cuda kernels ready in {time.perf_
 PY
 SECONDS=0
 timeout ${TUNE_TIMEOUT:-120} python3 -m normswitch.cli tune --no-progress --warmup $W --rep $R \
-    --out "$OUT/tuned.yaml" ${TUNE_ARGS:-} > "$OUT/tune.log" 2>&1
+    --time-limit ${TUNE_LIMIT:-100} --out "$OUT/tuned.yaml" ${TUNE_ARGS:-} > "$OUT/tune.log" 2>&1
 echo "tune rc $? in ${SECONDS} s"; tail -3 "$OUT/tune.log"
 SECONDS=0
 NORMSWITCH_TUNED="$OUT/tuned.yaml" timeout ${BENCH_TIMEOUT:-120} python3 -m normswitch.cli bench --no-progress \

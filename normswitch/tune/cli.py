@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -50,6 +51,8 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
                    help="time each backend this many times over, keeping its least time (default: 1 on GPUs, "
                         "3 on CPU, where other processes share the cores)")
     p.add_argument("--no-graphs", action="store_true", help="device time of eager calls, not graph replays")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="seconds: past this, the groups not yet measured are skipped and the file is written")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -89,6 +92,7 @@ def summary(results: list[tuple[measure.Group, Optional[dict]]]) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     """Tune and write the file; returns the exit code (2 for bad arguments)."""
     a = parse(argv)
+    deadline = time.monotonic() + a.time_limit if a.time_limit is not None else float("inf")
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device != "cpu" and not torch.cuda.is_available():
         print(f"normswitch tune: no {device} device", file=sys.stderr)
@@ -126,10 +130,17 @@ def main(argv: Optional[list[str]] = None) -> int:
             bar.update(1)
 
     time_fn = timer(device)
-    results = [(g, measure.measure(g, names, s, time_fn, a.metric, lambda n, g=g: step(g, n), rounds))
-               for g, names in per_group]
+    results, skipped = [], 0
+    for g, names in per_group:
+        if time.monotonic() > deadline:
+            skipped += 1
+            continue
+        results.append((g, measure.measure(g, names, s, time_fn, a.metric, lambda n, g=g: step(g, n), rounds)))
     if bar is not None:
         bar.close()
+    if skipped:
+        print(f"time limit of {a.time_limit:.0f} s reached: {skipped} of {len(per_group)} groups not measured",
+              file=sys.stderr)
     REGISTRY.drop_plans()  # the timed calls made plans under backend=; serve again from the config
     kinds = measure.kinds_document([(g, e) for g, e in results if e is not None])
     tuning_file.write(Path(a.out), a.metric, dtype_of, kinds)

@@ -69,7 +69,11 @@ def _nvidia_driver() -> str:
         words = Path("/proc/driver/nvidia/version").read_text().split()
         return next(w for w in words if w[:1].isdigit() and w.count(".") >= 1)
     except (OSError, StopIteration):
+        pass
+    try:
         return f"cuda driver api {torch._C._cuda_getDriverVersion()}"
+    except (AttributeError, RuntimeError):
+        return "unknown"
 
 
 def device_identity(device_type: str) -> dict[str, Any]:

@@ -77,3 +77,11 @@ def test_record_file_in_a_missing_directory_is_an_error(monkeypatch, tmp_path):
     ns.reset()
     with pytest.raises(ConfigError, match="NORMSWITCH_RECORD_CALLS=.*no such directory"):
         ns.rms_norm(torch.randn(2, 8))
+
+
+def test_time_limit_writes_what_was_measured(tmp_path, capsys):
+    out = tmp_path / "tuned.yaml"
+    assert tune_main(["--ops", "rms_norm", "--M", "1,64", "--N", "64", "--extra-dtypes", "", "--time-limit", "0",
+                      "--out", str(out), "--no-progress"]) == 0
+    assert yaml.safe_load(out.read_text())["devices"]["cpu"]["kinds"] == []
+    assert "time limit of 0 s reached: 2 of 2 groups not measured" in capsys.readouterr().err
