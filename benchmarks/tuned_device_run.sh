@@ -9,11 +9,13 @@ set -o pipefail
 export NORMSWITCH_CUDA_CACHE=${NORMSWITCH_CUDA_CACHE:-/tmp/ns-cuda-cache}
 W=${WARMUP:-3} R=${REP:-4} TOTAL=${TOTAL:-210} IMPLS=${IMPLS:-triton,cuda,native}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+if [ "${SKIP_BUILD:-0}" != 1 ]; then  # SKIP_BUILD=1 with IMPLS=triton,native: no nvcc time
 python3 - <<'PY' 2>&1 | tee "$OUT/build.log"
 import time
 from normswitch.kernels.cuda import build
 t = time.perf_counter(); build.load(); print(f"cuda kernels ready in {time.perf_counter() - t:.1f} s")
 PY
+fi
 left=$((TOTAL - SECONDS)); t_tune=$((left * 40 / 100)); t_bench=$((left * 43 / 100)); t_plain=$((left * 12 / 100))
 echo "after the build: ${left} s left: tune ${t_tune} s, bench ${t_bench} s, bench without the file ${t_plain} s"
 start=$SECONDS
