@@ -61,5 +61,5 @@ def test_backend_switch_in_engine(name, checkpoint, tmp_path, reference):
         served = calls_by_backend(result, op)
         assert set(served) == {backend} and served[backend] > 0, (op, served)
         assert result["metrics_after"].get(
-            f"normswitch_backend_selected{{backend={backend},device=cpu,op={op}}}") == 1.0
+            f"normswitch_backend_selected{{backend={backend},bucket=all,device=cpu,op={op}}}") == 1.0
     assert_logprobs_close(result, reference)

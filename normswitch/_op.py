@@ -12,7 +12,8 @@ the declaration this module builds:
 A fast entry is recorded only when the checks returned every argument unchanged (no copy, no
 reshape), so a call served by the fast path is exactly the call the checks accepted. The key
 holds everything the checks and the call features read: types, dtypes, devices, the hidden size,
-each parameter's shape and layout, and the value of every scalar.
+each parameter's shape and layout, the value of every scalar, and the row bucket (the plan may
+depend on it through a tuning file).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from . import numerics
 from .registry import REGISTRY, BackendUnavailableError
+from .tune import buckets
 
 Tensor = torch.Tensor
 _is_compiling = torch.compiler.is_compiling
@@ -79,7 +81,7 @@ def _key_lines(name: str, kinds: tuple[str, ...], names: tuple[str, ...], miss: 
     needs_grad = " or ".join(["x.requires_grad"] + [f"({a} is not None and {a}.requires_grad)"
                                                     for kind, a in zip(kinds[1:], names[1:]) if kind in (PARAM, LIKE)])
     lines = ["shape = x.shape", "if len(shape) != 2 or not shape[0] or not x.is_contiguous():", f"    {miss}"]
-    parts = [repr(name), "x.dtype", "x.is_cpu or x.device", "shape[1]"]
+    parts = [repr(name), "x.dtype", "x.is_cpu or x.device", "shape[1]", buckets.expression("shape[0]")]
     for i, (kind, arg) in enumerate(zip(kinds[1:], names[1:]), 1):
         code = textwrap.dedent(_KEY_CODE[kind].format(a=arg, i=i)).replace("return None", miss)
         lines += code.rstrip("\n").split("\n")
@@ -156,8 +158,9 @@ class Case:
         """Call the public op with these arguments (fresh copies of tensors it may write)."""
         return self.op.public(**self.op.fresh(self.kwargs), backend=backend)
 
-    def errors(self, result: Any) -> list[tuple[str, float, float]]:
-        """``(output name, error, tolerance)`` of each output against the float64 reference."""
+    def errors(self, result: Any, on: "torch.device | str" = "cpu") -> list[tuple[str, float, float]]:
+        """``(output name, error, tolerance)`` of each output against the float64 reference
+        (compared on device ``on``, see :func:`normswitch.numerics.max_error`)."""
         got = self.op.outputs(result, self.kwargs)
         want = self.op.reference(**self.kwargs)
         rows = []
@@ -167,7 +170,7 @@ class Case:
                     rows.append((name, float("inf"), 0.0))
                 continue
             tol = self.op.tolerance[torch.float32 if name in ("mean", "rstd") else out.dtype]
-            rows.append((name, numerics.max_error(out, ref), tol))
+            rows.append((name, numerics.max_error(out, ref, on), tol))
         return rows
 
 
@@ -231,7 +234,7 @@ class Op:
         else:
             entry = self._entry(kargs, backend)
             result = REGISTRY.execute(entry, kargs)
-            if key is not None and finish is None and not REGISTRY.count_calls:
+            if key is not None and finish is None and not REGISTRY.watching:
                 self._record(key, entry, args, kargs)
         return result if finish is None else finish(result)
 

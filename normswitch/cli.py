@@ -1,4 +1,4 @@
-"""The ``normswitch`` command: ``info``, ``build``, ``verify``, ``bench``, ``demo``."""
+"""The ``normswitch`` command: ``info``, ``build``, ``verify``, ``bench``, ``tune``, ``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +28,8 @@ def _run(argv: Optional[list[str]]) -> int:
     verify = sub.add_parser("verify", help="check every available backend against a float64 reference")
     verify.add_argument("--build", action="store_true", help="first build the kernels, as `normswitch build`")
     sub.add_parser("bench", help="benchmark the backends side by side (GPU)", add_help=False)
+    sub.add_parser("tune", help="time every backend per kind of call and row bucket; write a tuning file",
+                   add_help=False)
     sub.add_parser("demo", help="DeepSeek-OCR (--model ocr2: OCR 2) in a vLLM server with normswitch", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "info":

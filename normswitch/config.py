@@ -4,6 +4,7 @@ The built-in defaults are the packaged ``configs/default.yaml`` (there is no sec
 code); a file named by ``NORMSWITCH_CONFIG`` is laid over them, key by key. File schema::
 
     on_unavailable: fallback          # or error; the default for every device
+    tuned: tuned.yaml                 # a tuning file (``normswitch tune``); relative to this file
     devices:
       cuda:
         backends: [triton, cuda, native]
@@ -24,7 +25,7 @@ from .platform import DEVICE_TYPES
 
 PACKAGED_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 POLICIES = ("fallback", "error")
-_TOP_KEYS = ("on_unavailable", "devices")
+_TOP_KEYS = ("on_unavailable", "devices", "tuned")
 _DEVICE_KEYS = ("backends", "on_unavailable", "ops")
 _OP_KEYS = ("backends", "on_unavailable")
 _SWITCH_VALUES = ("0", "1")
@@ -54,6 +55,15 @@ class Config:
     env_all: Optional[Setting] = None
     use_native: Optional[Setting] = None
     count_calls: bool = False
+    tuning: Optional[Any] = None
+    """The tuning file in force (``normswitch.tune.tuning_file.TuningFile``), or None."""
+    record_calls: Optional[Path] = None
+    """``NORMSWITCH_RECORD_CALLS``: the file that receives the kinds of call served."""
+
+    def explicit(self, op: str) -> Optional[Setting]:
+        """The setting that fixes ``op``'s backend over a tuning file (``NORMSWITCH_BACKEND_<OP>``,
+        ``NORMSWITCH_BACKEND``, ``USE_NATIVE_LAYERNORM=1``), or None."""
+        return self.env_op.get(op) or self.env_all or self.use_native
 
     def backends(self, op: str, device: str) -> Setting:
         """Ordered backend names for ``op`` on ``device``, strongest source first."""
@@ -74,6 +84,10 @@ class Config:
                 parts.append(setting.source)
         if self.count_calls:
             parts.append("env NORMSWITCH_COUNT_CALLS=1")
+        if self.tuning is not None:
+            parts.append(f"tuning file {self.tuning.path} ({self.tuning.source})")
+        if self.record_calls is not None:
+            parts.append(f"env NORMSWITCH_RECORD_CALLS={self.record_calls}")
         return ", ".join(parts)
 
     def policy(self, op: str, device: str) -> Setting:
@@ -125,17 +139,19 @@ def _check_entry(entry: dict, where: str, path: Path, backends: tuple[str, ...])
                 raise ConfigError(
                     f"{path}: {where}.backends: unknown backend {name!r}; allowed: {', '.join(backends)}"
                 )
+    if "tuned" in entry and (not isinstance(entry["tuned"], str) or not entry["tuned"]):
+        raise ConfigError(f"{path}: {where}.tuned: {entry['tuned']!r}; expected the path of a tuning file")
     if "on_unavailable" in entry and entry["on_unavailable"] not in POLICIES:
         raise ConfigError(
             f"{path}: {where}.on_unavailable: {entry['on_unavailable']!r}; allowed: {', '.join(POLICIES)}"
         )
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(yaml.SafeLoader):
     """A YAML loader that rejects a key given twice in one mapping."""
 
 
-def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+def _mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
@@ -146,13 +162,13 @@ def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = Fals
     return loader.construct_mapping(node, deep)
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
 def load_file(path: Path, backends: tuple[str, ...], ops: tuple[str, ...]) -> dict:
     """Parse and validate a config file; raises ``ConfigError`` naming the file and key."""
     try:
-        data = yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader) or {}
+        data = yaml.load(path.read_bytes().decode("utf-8"), Loader=UniqueKeyLoader) or {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
     except UnicodeDecodeError as exc:
@@ -213,4 +229,26 @@ def load_config(backends: tuple[str, ...], ops: tuple[str, ...], env: Optional[d
     if _switch(env, "USE_NATIVE_LAYERNORM"):
         config.use_native = Setting(("native",), "env USE_NATIVE_LAYERNORM=1")
     config.count_calls = _switch(env, "NORMSWITCH_COUNT_CALLS")
+    config.tuning = _tuning(env, path, file, backends, ops)
+    record = env.get("NORMSWITCH_RECORD_CALLS", "")
+    if record:
+        if not Path(record).parent.is_dir():
+            raise ConfigError(f"NORMSWITCH_RECORD_CALLS={record!r}: no such directory {str(Path(record).parent)!r}")
+        config.record_calls = Path(record)
     return config
+
+
+def _tuning(env: dict, path: Path, file: dict, backends: tuple[str, ...], ops: tuple[str, ...]) -> Optional[Any]:
+    """The tuning file named by ``NORMSWITCH_TUNED`` (stronger) or the file's key ``tuned``
+    (relative to the config file), loaded and validated; None when neither names one."""
+    if env.get("NORMSWITCH_TUNED", ""):
+        name, source = Path(env["NORMSWITCH_TUNED"]), "env NORMSWITCH_TUNED"
+    elif file.get("tuned"):
+        name, source = path.parent / file["tuned"], f"file {path}: tuned"
+    else:
+        return None
+    if not name.is_file():
+        raise ConfigError(f"{source}={str(name)!r}: no such tuning file")
+    from .tune.tuning_file import load
+
+    return load(name, source, ops, backends)

@@ -1,4 +1,6 @@
-"""``normswitch info``: platform, versions, and for each op its backends and the selection."""
+"""``normswitch info``: platform, versions, and for each op its backends and the selection
+(with a tuning file in force: the tuned backend per kind of call and row bucket, the measured
+times of each backend, and the file it came from)."""
 from __future__ import annotations
 
 import importlib.metadata
@@ -33,6 +35,7 @@ def collect() -> dict:
         "versions": {p: v for p in _PACKAGES if (v := _version(p))},
         "config_file": str(config.path),
         "count_calls": config.count_calls,
+        "tuning": _tuning_status(devices),
         "ops": {},
     }
     for op in OPS:
@@ -50,16 +53,56 @@ def collect() -> dict:
             policy = config.policy(op, device)
             call = Call(op, device, torch.bfloat16, 4096, frozenset({"weight"}), 4096 if op == "norm_gated" else 0)
             try:
-                chosen = REGISTRY.plan(call).candidates[0][0]
+                plan = REGISTRY.plan(call)
+                chosen, chosen_source = plan.candidates[0][0], plan.source
             except Exception as exc:  # on_unavailable: error with nothing available
-                chosen = f"none ({exc})"
+                chosen, chosen_source = f"none ({exc})", ""
             entry["selection"][device] = {
                 "order": list(order.value), "order_source": order.source,
                 "on_unavailable": policy.value, "on_unavailable_source": policy.source,
-                "chosen_bf16_n4096": chosen,
+                "chosen_bf16_n4096": chosen, "chosen_source": chosen_source,
             }
+        entry["tuned"] = {device: _tuned(op, device) for device in devices if REGISTRY.tuned_table(device)}
         data["ops"][op] = entry
     return data
+
+
+def _tuning_status(devices: list[str]) -> dict:
+    """The tuning file in force and, per device type, whether it is used or why not."""
+    tuning = REGISTRY.config.tuning
+    if tuning is None:
+        return {"file": None}
+    status = {}
+    for device in devices:
+        if REGISTRY.tuned_table(device) is not None:
+            status[device] = "in use"
+        else:
+            status[device] = f"ignored: {tuning.problems.get(device, f'no section for {device}')}"
+    return {"file": str(tuning.path), "source": tuning.source, "metric": tuning.data.get("metric", "device"),
+            "made": tuning.data.get("made"), "devices": status}
+
+
+def _tuned(op: str, device: str) -> list[dict]:
+    """The tuning file's kinds of call of ``op`` on ``device``: per bucket the choice and times."""
+    metric = REGISTRY.config.tuning.data.get("metric", "device")
+    kinds = REGISTRY.config.tuning.data["devices"][device].get("kinds") or []
+    return [{"dtype": k["dtype"], "hidden_size": k["hidden_size"], "group_size": k.get("group_size", 0),
+             "features": k.get("features", []),
+             "buckets": {label: {"backend": b["backend"], "us": b.get(f"{metric}_us", {}),
+                                 "failed": b.get("failed", {})} for label, b in k["buckets"].items()}}
+            for k in kinds if k["op"] == op]
+
+
+def _render_tuned(device: str, kinds: list[dict]) -> list[str]:
+    lines = [f"  tuned on {device} (row bucket -> backend, measured us per backend):"]
+    for k in kinds:
+        group = f" g={k['group_size']}" if k["group_size"] else ""
+        lines.append(f"    {k['dtype']} N={k['hidden_size']}{group} [{','.join(k['features'])}]")
+        for label, b in k["buckets"].items():
+            times = ", ".join(f"{n} {t:.2f}" for n, t in sorted(b["us"].items(), key=lambda kv: kv[1]))
+            failed = f"; failed the check: {', '.join(b['failed'])}" if b["failed"] else ""
+            lines.append(f"      rows {label:>8}: {b['backend']:10} ({times}){failed}")
+    return lines
 
 
 def render(data: dict) -> str:
@@ -69,6 +112,12 @@ def render(data: dict) -> str:
         lines.append(f"GPU: {p['cuda_device']}")
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()))
     lines.append(f"config file: {data['config_file']}   count calls: {data['count_calls']}")
+    tuning = data["tuning"]
+    if tuning["file"] is None:
+        lines.append("tuning file: none (the configured order serves every row bucket)")
+    else:
+        lines.append(f"tuning file: {tuning['file']} (from {tuning['source']}; metric {tuning['metric']}, made "
+                     f"{tuning['made']}): " + ", ".join(f"{d} {s}" for d, s in tuning["devices"].items()))
     for op, entry in data["ops"].items():
         lines.append(f"\n{op}")
         for name, per_device in entry["backends"].items():
@@ -77,9 +126,13 @@ def render(data: dict) -> str:
                 extra = f" [{st['details']}]" if st["details"] else ""
                 lines.append(f"  {name:10} on {device:5} {state}{extra}")
         for device, sel in entry["selection"].items():
-            lines.append(f"  -> {device}: uses {sel['chosen_bf16_n4096']} (order {sel['order']} from "
+            tuned = sel["chosen_source"] if sel["chosen_source"] != sel["order_source"] else ""
+            lines.append(f"  -> {device}: uses {sel['chosen_bf16_n4096']}{f' (tuned, {tuned})' if tuned else ''} "
+                         f"(order {sel['order']} from "
                          f"{sel['order_source']}; on_unavailable={sel['on_unavailable']} from "
                          f"{sel['on_unavailable_source']})")
+        for device, kinds in entry["tuned"].items():
+            lines += _render_tuned(device, kinds)
     return "\n".join(lines)
 
 

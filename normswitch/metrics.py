@@ -5,8 +5,9 @@ from prometheus_client import REGISTRY, Counter, Gauge, generate_latest
 
 BACKEND_SELECTED = Gauge(
     "normswitch_backend_selected",
-    "1 for the backend that serves an op on a device type.",
-    ["op", "device", "backend"],
+    "1 for the backend that serves an op on a device type and row bucket (bucket 'all' when no "
+    "tuning file is in force for the device type).",
+    ["op", "device", "backend", "bucket"],
     multiprocess_mode="livemax",
 )
 FALLBACKS = Counter(
@@ -20,19 +21,19 @@ CALLS = Counter(
     ["op", "device", "backend"],
 )
 
-_selected: dict[tuple[str, str], str] = {}
+_selected: dict[tuple[str, str, str], str] = {}
 
 
-def mark_selected(op: str, device: str, backend: str) -> bool:
-    """Set the gauge to 1 for ``backend`` and 0 for the one it replaces on (op, device); True
-    when that changed the selection."""
-    previous = _selected.get((op, device))
+def mark_selected(op: str, device: str, backend: str, bucket: str = "all") -> bool:
+    """Set the gauge to 1 for ``backend`` and 0 for the one it replaces on (op, device, bucket);
+    True when that changed the selection."""
+    previous = _selected.get((op, device, bucket))
     if previous == backend:
         return False
     if previous is not None:
-        BACKEND_SELECTED.labels(op, device, previous).set(0)
-    BACKEND_SELECTED.labels(op, device, backend).set(1)
-    _selected[(op, device)] = backend
+        BACKEND_SELECTED.labels(op, device, previous, bucket).set(0)
+    BACKEND_SELECTED.labels(op, device, backend, bucket).set(1)
+    _selected[(op, device, bucket)] = backend
     return True
 
 

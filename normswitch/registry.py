@@ -6,8 +6,10 @@ and order, declared by the op in ``normswitch/ops/``). A backend's module is imp
 time the backend is considered, so importing normswitch loads no kernel library.
 
 For each kind of call (op, device type, dtype, hidden size, group size, call features, forced
-backend) the registry makes a :class:`Plan` once: the configured backends that are available
-and support the call, in order. A backend that declines (``supports`` returns a reason) is
+backend) and row bucket (:mod:`normswitch.tune.buckets`) the registry makes a :class:`Plan`
+once: the tuned backend of that kind and bucket where a tuning file names one (unless the
+backend is fixed by ``backend=`` or a variable), then the configured backends that are
+available and support the call, in order. A backend that declines (``supports`` returns a reason) is
 skipped for that kind of call only; a backend that raises while running is reported once,
 dropped from that kind of call, and the next one serves.
 """
@@ -24,6 +26,7 @@ import torch
 from . import metrics
 from .config import Config, load_config
 from .platform import tensor_device_type
+from .tune import buckets
 
 log = logging.getLogger("normswitch")
 
@@ -92,6 +95,10 @@ class Plan:
     call: Call
     candidates: list[tuple[str, Callable]]
     policy: str
+    bucket: str = "all"
+    """The row bucket's label where a tuning file is in force for the device type, else ``all``."""
+    source: str = ""
+    """Where the first candidate came from (the tuning file and its times, or the config)."""
 
 
 class Registry:
@@ -108,8 +115,13 @@ class Registry:
         self._reported: set[tuple[str, str, str, str]] = set()
         self.fast: dict[tuple, tuple[Callable, tuple[tuple, Plan], tuple]] = {}
         """Fast-path keys of validated calls -> (the plan's first function, (plan key, plan),
-        scalar fixes); see ``normswitch._op``. Not used while calls are counted."""
+        scalar fixes); see ``normswitch._op``. Not used while calls are counted or recorded."""
         self.count_calls = False
+        self.recorder: Optional[Any] = None
+        """A ``normswitch.tune.record.Recorder`` that sees every unforced call, or None."""
+        self.watching = False
+        """True while calls are counted or recorded: they skip the fast path."""
+        self._tables: dict[str, Optional[dict]] = {}
 
     # -- ops and implementations -----------------------------------------------------------
     def declare(self, op: str, kernel_args: tuple[str, ...]) -> None:
@@ -169,7 +181,25 @@ class Registry:
         if self._config is None:
             self._config = load_config(self.names(), tuple(self.contracts))
             self.count_calls = self._config.count_calls
+            if self._config.record_calls is not None:
+                from .tune.record import Recorder
+                self.recorder = Recorder(self._config.record_calls)
+            self.watching = self.count_calls or self.recorder is not None
         return self._config
+
+    def tuned_table(self, device: str) -> Optional[dict]:
+        """The tuning file's choices for ``device`` (None without a file in force for it)."""
+        if device not in self._tables:
+            tuning = self.config.tuning
+            self._tables[device] = None if tuning is None else tuning.table(device)
+        return self._tables[device]
+
+    def watch(self, recorder: Optional[Any]) -> None:
+        """Hand every later unforced call to ``recorder`` (None: stop); drops the fast entries."""
+        self.config  # noqa: B018  (the config sets the recorder of NORMSWITCH_RECORD_CALLS first)
+        self.recorder = recorder
+        self.watching = self.count_calls or recorder is not None
+        self.fast.clear()
 
     def drop_plans(self) -> None:
         """Forget the plans and fast entries (made again on the next call)."""
@@ -180,6 +210,9 @@ class Registry:
         """Forget the config, availability, plans, fast entries and warnings."""
         self._config = None
         self.count_calls = False
+        self.recorder = None
+        self.watching = False
+        self._tables.clear()
         self._availability.clear()
         self.drop_plans()
         self._broken.clear()
@@ -219,27 +252,42 @@ class Registry:
         """``(plan key, plan)`` for a call with kernel arguments ``kargs``."""
         x = kargs[0]
         device = tensor_device_type(x)
-        key = (op, device, x.dtype, x.shape[1], group, features, forced)
+        shape = x.shape
+        bucket = buckets.index(shape[0] if len(shape) == 2 else x.numel() // shape[1])
+        key = (op, device, x.dtype, shape[1], group, features, forced, bucket)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._new_plan(key, Call(op, device, x.dtype, x.shape[1], frozenset(features), group), forced)
+            plan = self._new_plan(key, Call(op, device, x.dtype, shape[1], frozenset(features), group), forced)
         return key, plan
 
     def current(self, entry: tuple[tuple, Plan]) -> bool:
         """True while ``entry``'s plan is the one the registry holds for its key."""
         return self._plans.get(entry[0]) is entry[1]
 
-    def plan(self, call: Call, forced: Optional[str] = None) -> Plan:
-        """The (cached) plan for calls like ``call``."""
+    def plan(self, call: Call, forced: Optional[str] = None, rows: int = 1) -> Plan:
+        """The (cached) plan for calls like ``call`` with ``rows`` rows."""
         key = (call.op, call.device_type, call.dtype, call.hidden_size, call.group_size,
-               tuple(sorted(call.features)), forced)
+               tuple(sorted(call.features)), forced, buckets.index(rows))
         return self._plans.get(key) or self._new_plan(key, call, forced)
 
     def _new_plan(self, key: tuple, call: Call, forced: Optional[str]) -> Plan:
-        plan = self._plans[key] = self._make_plan(call, forced)
+        plan = self._plans[key] = self._make_plan(call, forced, key[-1])
         return plan
 
-    def _make_plan(self, call: Call, forced: Optional[str]) -> Plan:
+    def _tuned(self, call: Call, bucket: int) -> tuple[Optional[str], str]:
+        """The tuning file's backend for ``call`` in ``bucket`` when it may serve the call (the
+        op's backend not fixed explicitly, the backend not declining), and the line saying so."""
+        table = self.tuned_table(call.device_type)
+        if table is None or self.config.explicit(call.op) is not None:
+            return None, ""
+        choice = table.get((call.op, call.dtype, call.hidden_size, call.group_size,
+                            tuple(sorted(call.features)), bucket))
+        if choice is None or self.decline(choice.backend, call) is not None:
+            return None, ""
+        times = ", ".join(f"{k} {v:.1f} us" for k, v in sorted(choice.times.items(), key=lambda kv: kv[1]))
+        return choice.backend, f"{self.config.tuning.source}: rows {buckets.label(bucket)} ({times})"
+
+    def _make_plan(self, call: Call, forced: Optional[str], bucket: int) -> Plan:
         op, device = call.op, call.device_type
         if forced is not None:
             if forced not in self.names():
@@ -248,11 +296,16 @@ class Registry:
             if reason is not None:
                 raise BackendUnavailableError(f"{op} on {device}: backend={forced!r} cannot serve: {reason}")
             self.config  # noqa: B018  (NORMSWITCH_COUNT_CALLS applies to backend= calls too)
-            return Plan(call, [(forced, self.impls[op][forced].fn)], "error")
+            return Plan(call, [(forced, self.impls[op][forced].fn)], "error", source=f"backend={forced!r}")
         policy = self.config.policy(op, device).value
         order = list(self.config.backends(op, device).value)
+        source = self.config.backends(op, device).source
         if policy == "fallback" and "native" not in order:
             order.append("native")
+        tuned, tuned_source = self._tuned(call, bucket)
+        if tuned is not None:
+            order = [tuned] + [name for name in order if name != tuned]
+        label = buckets.label(bucket) if self.tuned_table(device) is not None else "all"
         candidates: list[tuple[str, Callable]] = []
         skipped: list[tuple[str, str]] = []
         for name in order:
@@ -271,10 +324,12 @@ class Registry:
             self._report(op, device, name, to, reason)
         if not candidates:
             raise BackendUnavailableError(f"{op} on {device}: no backend can serve this call")
-        if metrics.mark_selected(op, device, to):
-            log.info("normswitch: %s on %s served by %r (order %s from %s)", op, device, to,
-                     ", ".join(order), self.config.backends(op, device).source)
-        return Plan(call, candidates, policy)
+        if to != tuned:
+            tuned_source = ""
+        if metrics.mark_selected(op, device, to, label):
+            log.info("normswitch: %s on %s served by %r (%s)", op, device, to,
+                     f"tuned, {tuned_source}" if tuned_source else f"order {', '.join(order)} from {source}")
+        return Plan(call, candidates, policy, label, tuned_source or source)
 
     def _report(self, op: str, device: str, frm: str, to: str, reason: str) -> None:
         """One warning and one count per (op, device, backend, reason)."""
@@ -290,6 +345,8 @@ class Registry:
         """Run a plan; a backend that raises is reported and dropped from later plans."""
         key, plan = entry
         name, fn = plan.candidates[0]
+        if self.recorder is not None and key[6] is None:
+            self.recorder.note(key, args, name, self.contracts[key[0]])
         if len(plan.candidates) == 1:  # also every forced backend= plan: errors propagate
             result = fn(*args)
         else:
@@ -331,7 +388,7 @@ class Registry:
             nxt = plan.candidates[index + 1][0]
             self._report(op, device, name, nxt, f"error: {type(exc).__name__}: {exc}")
             self._broken.setdefault(plan.call, set()).add(name)
-            metrics.mark_selected(op, device, nxt)
+            metrics.mark_selected(op, device, nxt, plan.bucket)
         raise AssertionError("unreachable: the last candidate returns or raises")
 
 

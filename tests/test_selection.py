@@ -79,10 +79,10 @@ def served_by(calls, op="rms_norm"):
 def test_default_on_cpu():
     """LayerNorm runs native; RMSNorm runs the C++ kernels of backend cpu where they can be built."""
     ns.layer_norm(X, W, W)
-    assert sample("normswitch_backend_selected", op="layer_norm", device="cpu", backend="native") == 1
+    assert sample("normswitch_backend_selected", op="layer_norm", device="cpu", backend="native", bucket="all") == 1
     ns.rms_norm(X, W)
     rms = "cpu" if cpu.EXTENSION.problem() is None else "native"
-    assert sample("normswitch_backend_selected", op="rms_norm", device="cpu", backend=rms) == 1
+    assert sample("normswitch_backend_selected", op="rms_norm", device="cpu", backend=rms, bucket="all") == 1
 
 
 def test_precedence(backends, config_file, monkeypatch):
@@ -144,7 +144,7 @@ def test_failing_backend_falls_back_with_one_warning_and_one_count(backends, con
     assert len(warnings) == 1 and "kernel launch failed" in warnings[0].getMessage()
     assert sample("normswitch_fallbacks_total", **labels) == before + 1
     assert calls == [("boom", "rms_norm")]                              # not retried after failing
-    assert sample("normswitch_backend_selected", op="rms_norm", device="cpu", backend="native") == 1
+    assert sample("normswitch_backend_selected", op="rms_norm", device="cpu", backend="native", bucket="all") == 1
 
 
 def test_unavailable_and_declining_backends_fall_through(backends, config_file, caplog):

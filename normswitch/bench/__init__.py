@@ -17,13 +17,18 @@ import torch
 
 from . import report
 from .impls import BENCH_OPS, IMPLS
-from .runner import M_GRID, N_GRID, Settings, run
+from .runner import EXTRA_SHAPES, M_GRID, N_GRID, Settings, run
 
 DEFAULT_IMPLS = ("triton", "cuda", "native", "torch", "compile", "liger", "fla")
 
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
+
+
+def shapes(text: str) -> tuple[tuple[int, int], ...]:
+    """``"1x4096,4096x4096"`` -> ((1, 4096), (4096, 4096))."""
+    return tuple((int(m), int(n)) for m, n in (v.split("x") for v in text.split(",") if v))
 
 
 def parse(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -34,6 +39,8 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--N", default=",".join(map(str, N_GRID)), help="hidden sizes (comma-separated)")
     p.add_argument("--extra-dtypes", default="float16,float32",
                    help="dtypes timed at a few shapes besides bfloat16 ('' for none)")
+    p.add_argument("--extra-shapes", default=",".join(f"{m}x{n}" for m, n in EXTRA_SHAPES),
+                   help="the MxN shapes of the extra dtypes (comma-separated)")
     p.add_argument("--quick", action="store_true", help="a small grid (smoke test)")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke test only)")
     p.add_argument("--warmup", type=float, default=25.0,
@@ -64,7 +71,7 @@ def environment(device: str) -> dict[str, Any]:
             "fla-core": _version("fla-core"), "python": platform.python_version()}
 
 
-def _progress(disabled: bool):
+def progress(disabled: bool):
     if disabled:
         return None
     try:
@@ -90,12 +97,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     s = Settings(ops=ops, impls=impls, m_grid=_ints(a.M), n_grid=_ints(a.N),
                  extra_dtypes=tuple(d for d in a.extra_dtypes.split(",") if d),
-                 warmup_ms=a.warmup, rep_ms=a.rep, device=a.device, graphs=not a.no_graphs,
-                 stream=a.stream)
+                 extra_shapes=shapes(a.extra_shapes), warmup_ms=a.warmup, rep_ms=a.rep, device=a.device,
+                 graphs=not a.no_graphs, stream=a.stream)
     if a.quick:
         s.m_grid, s.n_grid, s.extra_shapes = (1, 256), (128, 1280), ((256, 1280),)
     meta = environment(a.device)
-    ceilings, rows = run(s, _progress(a.no_progress))
+    ceilings, rows = run(s, progress(a.no_progress))
     summary = report.targets(rows, ceilings)
     shown = [i for i in impls if any(r["impl"] == i and "us" in r for r in rows)]
     print(f"{meta['device']}  {meta['date']}  torch {meta['torch']}  triton {meta['triton']}")

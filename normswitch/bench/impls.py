@@ -60,16 +60,34 @@ def register(op: str, name: str, factory: Factory) -> None:
     IMPLS[op][name] = factory
 
 
-def _normswitch(backend: str, case: Case) -> Callable[[], Any]:
+def _normswitch(backend: Optional[str], case: Case) -> Callable[[], Any]:
+    """The public op with ``backend=backend``; None: the registry's own selection (the
+    ``normswitch`` column), whose first served backend the callable keeps as ``served_by``."""
     try:
-        import normswitch
         from normswitch.platform import device_type
         from normswitch.registry import REGISTRY
     except ImportError as exc:
         raise Unavailable(f"normswitch core not importable: {exc}") from exc
-    reason = REGISTRY.availability(case.op, backend, device_type(case.t["x"].device))
+    reason = backend and REGISTRY.availability(case.op, backend, device_type(case.t["x"].device))
     if reason:
         raise Unavailable(reason)
+    fn = _public_call(case, backend)
+    if backend is None:
+        from normswitch.tune.record import Recorder
+
+        recorder = Recorder()
+        REGISTRY.watch(recorder)
+        try:
+            fn()
+        finally:
+            REGISTRY.watch(None)
+        fn.served_by = recorder.entries[-1]["backend"]
+    return fn
+
+
+def _public_call(case: Case, backend: Optional[str]) -> functools.partial:
+    import normswitch
+
     t, op = case.t, case.op
     if op == "rms_norm":
         return functools.partial(normswitch.rms_norm, t["x"], t["w"], EPS, backend=backend)
@@ -165,9 +183,11 @@ def _register_defaults() -> None:
     register_normswitch_backend("triton")
     register_normswitch_backend("native")
     register_normswitch_backend("cuda")
+    register_normswitch_backend("cpu")
     register_normswitch_backend("vllm_c")
     register_normswitch_backend("sgl_kernel")
     for op in BENCH_OPS:
+        register(op, "normswitch", functools.partial(_normswitch, None))
         register(op, "torch", _torch)
         register(op, "compile", _compile)
         register(op, "liger", _liger)

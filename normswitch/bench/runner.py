@@ -228,7 +228,9 @@ def run_case(case: Case, s: Settings, c: Ceilings, time_fn: Callable) -> list[di
             if factory is None:
                 raise Unavailable(f"no {name} implementation of {case.op}")
             fn = factory(case)
-            row["err"] = max_error(first_output(fn()), ref)
+            if getattr(fn, "served_by", None):
+                row["served_by"] = fn.served_by
+            row["err"] = max_error(first_output(fn()), ref, ref.device)
             row.update(time_impl(fn, s, time_fn))
             us = row["us"]
         except Unavailable as exc:

@@ -37,7 +37,7 @@ def sample(name: str, **labels: str) -> float:
 
 
 def selected(op: str, backend: str = "native") -> float:
-    return sample("normswitch_backend_selected", op=op, device=NAME, backend=backend)
+    return sample("normswitch_backend_selected", op=op, device=NAME, backend=backend, bucket="all")
 
 
 def assert_close(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, what: str) -> None:
