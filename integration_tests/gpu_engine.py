@@ -97,7 +97,9 @@ def run(model: str, kinds: list[str], mode: str, dtype: str, max_tokens: int, pr
                   max_model_len=1024, max_num_seqs=4, gpu_memory_utilization=0.05,
                   kv_cache_memory_bytes=KV_CACHE_BYTES, distributed_executor_backend="uni", seed=0,
                   **extra)
-    result = {"start_s": time.monotonic() - t0, "mode": mode, "plugin": plugin_state(),
+    import vllm
+
+    result = {"start_s": time.monotonic() - t0, "mode": mode, "vllm": vllm.__version__, "plugin": plugin_state(),
               "ir_priority": _ir_priority(llm), "modules": llm.apply_model(norm_modules)[0]}
     result["kinds"] = {kind: _generate(llm, kind, max_tokens) for kind in kinds}
     if profile:

@@ -9,6 +9,7 @@ else a temporary one) that the device script brings back.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,7 +21,8 @@ import pytest
 
 from .conftest import REPO, engine_env
 
-RUN_TIMEOUT_S = 480
+RUN_TIMEOUT_S = float(os.environ.get("NORMSWITCH_GPU_RUN_TIMEOUT", "420"))
+"""Seconds the whole set of runs may take (they run side by side)."""
 DENSE_WEIGHT_SCALE = 0.1 * (128 / 4096) ** 0.5
 """The tiny model's weight scale (0.1 at hidden 128) scaled by 1/sqrt(hidden): logits of the same spread."""
 GPU_ENV = {"VLLM_USE_FLASHINFER_SAMPLER": "0", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
@@ -66,8 +68,6 @@ RUNS = {
 
 def results_dir(tmp_path_factory) -> Path:
     """Where the runs' logs and JSON go."""
-    import os
-
     if os.environ.get("NORMSWITCH_GPU_RESULTS"):
         path = Path(os.environ["NORMSWITCH_GPU_RESULTS"])
         path.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import time
 import pytest
 import torch
 
-from normswitch.demo import Server, free_port, normswitch_samples, ocr_request, read_metrics
+from normswitch.demo import Server, free_port, ocr_request, wait_for_calls
 from normswitch.demo.checkpoint import make_image
 
 from . import gpu_runs
@@ -32,13 +32,14 @@ NORMSWITCH_KERNELS = ("_rownorm_", "_cf_", "row_norm_cached", "row_norm_stream",
 """Substrings of the CUDA kernel names of normswitch's triton and cuda backends."""
 VLLM_RMS_KERNELS = ("rms_norm_kernel",)
 DECODER_OPS = ("rms_norm", "fused_add_rms_norm")
+SERVED_OPS = ("layer_norm", "layer_norm_channels_first", "rms_norm", "fused_add_rms_norm")
 SERVER_ARGS = ["--gpu-memory-utilization", "0.05", "--kv-cache-memory-bytes", str(1 << 30)]
 
 
 def _server_check(server: Server) -> dict:
     status, body = ocr_request(server.url, make_image("invoice 2026-12-03"), max_tokens=8)
-    time.sleep(2.0)  # the engine's metrics reach the API server's /metrics through the bridge
-    return {"status": status, "body": body, "samples": normswitch_samples(read_metrics(server.url))}
+    # The engine process's series reach the API server's /metrics through the plugin's bridge.
+    return {"status": status, "body": body, "samples": wait_for_calls(server.url, SERVED_OPS, timeout=20.0)}
 
 
 @pytest.fixture(scope="session")
@@ -201,5 +202,7 @@ def test_openai_server_image_request_and_metrics(runs):
     assert "normswitch_backend_selected" in names, names
     selected = {(labels["op"], labels["backend"]) for name, labels, v in served["samples"]
                 if name == "normswitch_backend_selected" and labels["device"] == "cuda" and v == 1}
-    assert {op for op, _ in selected} >= {"rms_norm", "fused_add_rms_norm", "layer_norm",
-                                          "layer_norm_channels_first"}, selected
+    assert {op for op, _ in selected} >= set(SERVED_OPS), selected
+    calls = {labels["op"] for name, labels, v in served["samples"]
+             if name == "normswitch_calls_total" and labels["device"] == "cuda" and v > 0}
+    assert calls >= set(SERVED_OPS), calls

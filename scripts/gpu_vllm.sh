@@ -13,7 +13,10 @@
 #                                          checks the hash and installs the wheels and this
 #                                          checkout of normswitch into DEST/site.
 #   scripts/gpu_vllm.sh env [DEST]         prints the exports every later command needs
-#                                          (eval "$(scripts/gpu_vllm.sh env)").
+#                                          (eval "$(scripts/gpu_vllm.sh env)");
+#   scripts/gpu_vllm.sh test [PYTEST ARGS] on the GPU machine after the install: the GPU
+#                                          integration tests (markers gpu and vllm), their log
+#                                          and a tar of every engine's log and JSON under $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VLLM_VERSION=0.26.0
@@ -80,10 +83,28 @@ install() {
     PYTHONPATH=$dest/site python3 -c "import vllm, normswitch; print('gpu_vllm: vllm', vllm.__version__, 'with normswitch')"
 }
 
+env_line() {
+    local dest=${1:-/tmp/gpu_vllm}
+    echo "export PYTHONPATH=$dest/site VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1"
+}
+
+run_tests() {
+    eval "$(env_line)"
+    local out=${OUT:-/tmp/out}
+    mkdir -p "$out"
+    export NORMSWITCH_GPU_RESULTS=$out/gpu-vllm PYTHONUNBUFFERED=1
+    local rc=0
+    python3 -m pytest -q -p no:cacheprovider -m "gpu and vllm" -rfE -s integration_tests/test_gpu_vllm.py "$@" \
+        > "$out/pytest.log" 2>&1 || rc=$?
+    tail -60 "$out/pytest.log"
+    tar -czf "$out/gpu-vllm.tgz" -C "$out" gpu-vllm && rm -rf "$out/gpu-vllm"
+    return $rc
+}
+
 case "${1:-}" in
     pack) pack ;;
     install) install "${2:?chunk number}" "${3:-}" ;;
-    env) dest=${2:-/tmp/gpu_vllm}
-         echo "export PYTHONPATH=$dest/site VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1" ;;
-    *) echo "usage: $0 pack | install NN [DEST] | env [DEST]" >&2; exit 2 ;;
+    env) env_line "${2:-}" ;;
+    test) shift; run_tests "$@" ;;
+    *) echo "usage: $0 pack | install NN [DEST] | env [DEST] | test [PYTEST ARGS]" >&2; exit 2 ;;
 esac
