@@ -33,7 +33,7 @@ SHAPES = {"decode": (64, 32, 256), "prefill": (64, 960, 4), "image": (1, 0, 8)}
 """workload -> (prompts, prompt tokens, new tokens)."""
 
 
-def _worker(model: str, kind: str, mode: str) -> None:
+def _worker(model: str, kind: str, mode: str, kv_cache_gib: float) -> None:
     """Engine process: start, answer ``READY``, then time each workload named on stdin."""
     import random
 
@@ -45,7 +45,7 @@ def _worker(model: str, kind: str, mode: str) -> None:
     extra = {"limit_mm_per_prompt": {"image": 1}} if kind == "ocr" else {}
     llm = LLM(model=model, load_format="dummy", dtype="bfloat16", enforce_eager=mode == "eager",
               max_model_len=1024, max_num_seqs=64, gpu_memory_utilization=0.1,
-              kv_cache_memory_bytes=8 << 30, seed=0, **extra)
+              kv_cache_memory_bytes=int(kv_cache_gib * (1 << 30)), seed=0, **extra)
     rng = random.Random(0)
     requests = {}
     for name in WORKLOADS[kind]:
@@ -70,14 +70,15 @@ def _worker(model: str, kind: str, mode: str) -> None:
 class Engine:
     """One worker process (plugin on or off) driven over its stdin/stdout."""
 
-    def __init__(self, model: str, kind: str, mode: str, plugin: bool, log: Path) -> None:
+    def __init__(self, model: str, kind: str, mode: str, plugin: bool, log: Path, kv_cache_gib: float) -> None:
         env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         env.pop("NORMSWITCH_COUNT_CALLS", None)
         if not plugin:
             env["VLLM_PLUGINS"] = ""
         self.name = f"{mode}-{'on' if plugin else 'off'}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.vllm_e2e", "--worker", model, kind, mode],
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.vllm_e2e", "--worker", model, kind, mode,
+                                      str(kv_cache_gib)],
                                      cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=open(log, "w"), text=True)
 
@@ -114,10 +115,11 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
 
 
 def measure(model_dir: str, kind: str, modes: list[str], reps: int, budget_s: float,
-            logs: Path) -> list[dict]:
+            logs: Path, kv_cache_gib: float = 8.0) -> list[dict]:
     """Start both engines of every mode at once, then alternate the workloads; one row per
     (mode, workload). Stops repeating when ``budget_s`` seconds have passed."""
-    engines = {(mode, plugin): Engine(model_dir, kind, mode, plugin, logs / f"{kind}-{mode}-{plugin}.log")
+    engines = {(mode, plugin): Engine(model_dir, kind, mode, plugin, logs / f"{kind}-{mode}-{plugin}.log",
+                                            kv_cache_gib)
                for mode in modes for plugin in (True, False)}
     try:
         for engine in engines.values():
@@ -167,13 +169,14 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
-        _worker(argv[1], argv[2], argv[3])
+        _worker(argv[1], argv[2], argv[3], float(argv[4]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("dense", "ocr"), action="append", required=True)
     parser.add_argument("--modes", default="compile,eager")
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--budget-s", type=float, default=120.0, help="per model: stop repeating after this")
+    parser.add_argument("--kv-cache-gib", type=float, default=8.0, help="KV cache of each engine")
     parser.add_argument("--logs", default=None, help="folder for the engines' logs")
     parser.add_argument("--markdown", default=None)
     parser.add_argument("--json", default=None)
@@ -189,7 +192,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     rows = []
     for kind in args.model:
         model_dir = builders[kind](work / kind)
-        rows += measure(str(model_dir), kind, args.modes.split(","), args.reps, args.budget_s, logs)
+        rows += measure(str(model_dir), kind, args.modes.split(","), args.reps, args.budget_s, logs,
+                        args.kv_cache_gib)
         print(markdown(rows), flush=True)
     if args.markdown:
         Path(args.markdown).write_text(markdown(rows) + "\n")

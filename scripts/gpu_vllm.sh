@@ -16,7 +16,10 @@
 #                                          (eval "$(scripts/gpu_vllm.sh env)");
 #   scripts/gpu_vllm.sh test [PYTEST ARGS] on the GPU machine after the install: the GPU
 #                                          integration tests (markers gpu and vllm), their log
-#                                          and a tar of every engine's log and JSON under $OUT.
+#                                          and a tar of every engine's log and JSON under $OUT;
+#   scripts/gpu_vllm.sh bench SECONDS      on the GPU machine after the install: benchmarks/vllm_e2e.py
+#                                          (dense model, compile and eager) within SECONDS, table
+#                                          and engine logs under $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VLLM_VERSION=0.26.0
@@ -112,10 +115,22 @@ run_tests() {
     return $rc
 }
 
+run_bench() {
+    local seconds=$1
+    eval "$(env_line)"
+    local out=${OUT:-/tmp/out}
+    mkdir -p "$out/e2e"
+    # About 100 s go to starting the four engines (compile mode compiles and captures graphs).
+    timeout "$seconds" python3 -m benchmarks.vllm_e2e --model dense --modes compile,eager --reps 20 \
+        --budget-s $((seconds - 110)) --logs "$out/e2e" --markdown "$out/e2e.md" --json "$out/e2e.json" || true
+    tar -czf "$out/e2e-logs.tgz" -C "$out" e2e && rm -rf "$out/e2e"
+}
+
 case "${1:-}" in
     pack) pack ;;
     install) install "${2:?chunk number}" "${3:-}" ;;
     env) env_line "${2:-}" ;;
     test) shift; run_tests "$@" ;;
-    *) echo "usage: $0 pack | install NN [DEST] | env [DEST] | test [PYTEST ARGS]" >&2; exit 2 ;;
+    bench) run_bench "${2:?seconds}" ;;
+    *) echo "usage: $0 pack | install NN [DEST] | env [DEST] | test [PYTEST ARGS] | bench SECONDS" >&2; exit 2 ;;
 esac
