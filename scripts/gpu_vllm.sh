@@ -120,9 +120,9 @@ run_bench() {
     eval "$(env_line)"
     local out=${OUT:-/tmp/out}
     mkdir -p "$out/e2e"
-    # About 100 s go to starting the four engines (compile mode compiles and captures graphs).
-    timeout "$seconds" python3 -m benchmarks.vllm_e2e --model dense --modes compile,eager --reps 20 \
-        --budget-s $((seconds - 110)) --logs "$out/e2e" --markdown "$out/e2e.md" --json "$out/e2e.json" || true
+    # The last repetition starts by SECONDS - 40 (one takes a few seconds, stopping the engines more).
+    timeout "$seconds" python3 -m benchmarks.vllm_e2e --model dense --modes compile,eager --reps 30 \
+        --budget-s $((seconds - 40)) --logs "$out/e2e" --markdown "$out/e2e.md" --json "$out/e2e.json" || true
     tar -czf "$out/e2e-logs.tgz" -C "$out" e2e && rm -rf "$out/e2e"
 }
 
