@@ -71,7 +71,8 @@ class Engine:
     """One worker process (plugin on or off) driven over its stdin/stdout."""
 
     def __init__(self, model: str, kind: str, mode: str, plugin: bool, log: Path, kv_cache_gib: float) -> None:
-        env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0",
+        # No compile cache: the engines with and without the plugin never share a compiled graph.
+        env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_DISABLE_COMPILE_CACHE="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         env.pop("NORMSWITCH_COUNT_CALLS", None)
         if not plugin:

@@ -25,7 +25,9 @@ RUN_TIMEOUT_S = float(os.environ.get("NORMSWITCH_GPU_RUN_TIMEOUT", "420"))
 """Seconds the whole set of runs may take (they run side by side)."""
 DENSE_WEIGHT_SCALE = 0.1 * (128 / 4096) ** 0.5
 """The tiny model's weight scale (0.1 at hidden 128) scaled by 1/sqrt(hidden): logits of the same spread."""
-GPU_ENV = {"VLLM_USE_FLASHINFER_SAMPLER": "0", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+GPU_ENV = {"VLLM_USE_FLASHINFER_SAMPLER": "0", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
+           "VLLM_DISABLE_COMPILE_CACHE": "1"}
+"""vLLM's offline settings; no compile cache, so that no run loads a graph another run compiled."""
 YAML_CONFIG = """\
 on_unavailable: fallback
 devices:
