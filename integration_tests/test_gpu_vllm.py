@@ -11,6 +11,7 @@ graph replays included). The OpenAI server answers an image request and exports
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -60,6 +61,7 @@ def runs(checkpoint, tmp_path_factory) -> dict[str, dict]:
         served = {"error": f"{type(exc).__name__}: {exc}\n{server.log_tail()}"}
     finally:
         server.stop()
+    (out / "server.json").write_text(json.dumps(served, indent=1, default=str))
     results = gpu_runs.collect(procs, out, deadline)
     results["server"] = served
     return results
