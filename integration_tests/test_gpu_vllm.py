@@ -76,7 +76,7 @@ def _calls(kind: dict, op: str) -> dict[str, float]:
     """``{backend: calls during this generation}`` of ``op`` on cuda."""
     out = {}
     for key in kind["metrics_after"]:
-        if key.startswith("normswitch_calls_total{") and f"op={op}," in key and "device=cuda" in key:
+        if key.startswith("normswitch_calls_total{") and key.endswith(f"op={op}}}") and "device=cuda" in key:
             backend = key.split("backend=")[1].split(",")[0]
             value = _delta(kind, "normswitch_calls_total", backend=backend, device="cuda", op=op)
             if value:
