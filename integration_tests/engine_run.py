@@ -32,7 +32,8 @@ from integration_tests.model_probe import norm_modules
 PROMPT_TEXT = "The quick brown fox jumps over the lazy dog."
 
 
-def _samples() -> dict[str, float]:
+def normswitch_samples() -> dict[str, float]:
+    """``{series{labels}: value}`` of every ``normswitch_*`` sample in this process."""
     from prometheus_client import REGISTRY
 
     out = {}
@@ -72,7 +73,8 @@ def meaningful_dummy_weights(scale: float = 0.1, seed: int = 0) -> Iterator[None
         DummyModelLoader.load_weights = original
 
 
-def _prompt(kind: str) -> dict:
+def prompt(kind: str) -> dict:
+    """The request of one ``kind``: a text prompt, or the OCR prompt with the test image."""
     if kind == "text":
         return {"prompt": PROMPT_TEXT}
     from normswitch.demo.checkpoint import OCR_PROMPT, make_image
@@ -84,14 +86,14 @@ def _generate(llm, kind: str, max_tokens: int) -> dict:
     """One greedy generation of the ``kind`` prompt and the ``normswitch_*`` samples around it."""
     from vllm import SamplingParams
 
-    before = _samples()
+    before = normswitch_samples()
     params = SamplingParams(
         max_tokens=max_tokens, temperature=0.0, logprobs=5, prompt_logprobs=1, ignore_eos=True
     )
     t1 = time.monotonic()
-    out = llm.generate([_prompt(kind)], params, use_tqdm=False)[0]
+    out = llm.generate([prompt(kind)], params, use_tqdm=False)[0]
     generate_s = time.monotonic() - t1
-    after = _samples()
+    after = normswitch_samples()
     completion = out.outputs[0]
     prompt_lp: list[Optional[float]] = [
         None if lp is None else lp[tok].logprob

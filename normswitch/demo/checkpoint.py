@@ -120,7 +120,8 @@ def model_config(model: str = "ocr") -> dict:
     return MODELS[model]()
 
 
-def _write_tokenizer(path: Path) -> None:
+def write_tokenizer(path: Path) -> None:
+    """Write the byte-level BPE tokenizer (trained here on a few lines) and its config into ``path``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -133,6 +134,9 @@ def _write_tokenizer(path: Path) -> None:
         show_progress=False,
     )
     tok.train_from_iterator(_CORPUS, trainer=trainer)
+    # The small corpus gives fewer than VOCAB_SIZE tokens; fill the rest, so that every id the
+    # model can sample decodes (an id without a token breaks vLLM's detokenizer).
+    tok.add_tokens([f"<|unused_{i}|>" for i in range(VOCAB_SIZE - tok.get_vocab_size())])
     tok.save(str(path / "tokenizer.json"))
     tokenizer_config = {
         "tokenizer_class": "LlamaTokenizerFast",
@@ -159,7 +163,7 @@ def build_checkpoint(path: str | Path, model: str = "ocr") -> Path:
     (path / "config.json").write_text(json.dumps(config, indent=2))
     generation = {"bos_token_id": 0, "eos_token_id": 1, "do_sample": False}
     (path / "generation_config.json").write_text(json.dumps(generation, indent=2))
-    _write_tokenizer(path)
+    write_tokenizer(path)
     return path
 
 

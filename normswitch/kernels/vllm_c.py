@@ -26,11 +26,27 @@ def _namespace() -> Any:
     return torch.ops._C
 
 
+LIBRARIES = ("vllm._C", "vllm._C_stable_libtorch")
+"""The vLLM modules that register ``torch.ops._C``'s norms: ``vllm._C`` (CPU builds and older
+CUDA builds), ``vllm._C_stable_libtorch`` (CUDA builds of vLLM 0.26, which have no ``vllm._C``)."""
+
+
+def _import_library() -> Optional[str]:
+    """Import the first of :data:`LIBRARIES` that imports; None, or why none does."""
+    reasons = []
+    for module in LIBRARIES:
+        _, reason = import_problem(module, ())
+        if reason is None:
+            return None
+        reasons.append(reason)
+    return "; ".join(reasons)
+
+
 def availability(device_type: str) -> Optional[str]:
     reason = device_problem(device_type)
     if reason is not None:
         return reason
-    _, reason = import_problem("vllm._C", ())
+    reason = _import_library()
     if reason is not None:
         return reason
     ns = _namespace()

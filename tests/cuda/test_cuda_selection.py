@@ -113,8 +113,27 @@ def test_engines_kernels_not_importable(monkeypatch):
     monkeypatch.setattr(vllm_c, "device_problem", lambda device_type: None)
     monkeypatch.setitem(sys.modules, "sgl_kernel", None)  # import raises ImportError
     monkeypatch.setitem(sys.modules, "vllm._C", None)
+    monkeypatch.setitem(sys.modules, "vllm._C_stable_libtorch", None)
     assert "sgl_kernel not importable" in sgl_kernel.availability("cuda")
-    assert "vllm._C not importable" in vllm_c.availability("cuda")
+    reason = vllm_c.availability("cuda")
+    assert "vllm._C not importable" in reason and "vllm._C_stable_libtorch not importable" in reason
+
+
+def test_vllm_026_kernels_from_the_stable_libtorch_library(monkeypatch):
+    """vLLM 0.26 for CUDA has no ``vllm._C``: its norms come with ``vllm._C_stable_libtorch``."""
+    imported = []
+
+    def import_problem(module, attrs):
+        imported.append(module)
+        return (None, f"{module} not importable") if module == "vllm._C" else (object(), None)
+
+    monkeypatch.setattr(vllm_c, "device_problem", lambda device_type: None)
+    monkeypatch.setattr(vllm_c, "import_problem", import_problem)
+    monkeypatch.setattr(vllm_c, "_namespace", lambda: types.SimpleNamespace(
+        rms_norm=object(), fused_add_rms_norm=object()))
+    monkeypatch.setattr(torch._C, "_dispatch_has_kernel_for_dispatch_key", lambda op, key: True)
+    assert vllm_c.availability("cuda") is None
+    assert imported == ["vllm._C", "vllm._C_stable_libtorch"]
 
 
 def test_vllm_cpu_build_is_unavailable(monkeypatch):

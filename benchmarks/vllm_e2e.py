@@ -1,0 +1,208 @@
+"""End to end inside vLLM on the GPU: normswitch on vs off (``VLLM_PLUGINS=""``), in one run.
+
+For each mode (``compile``: vLLM's default Inductor + CUDA graphs; ``eager``: ``enforce_eager``)
+two engine processes stay up side by side on the GPU, one with the plugin and one without; the
+parent sends them the same workload in turns (the order alternating per repetition), so both
+see the same machine state and drift cancels in the paired ratios. Workloads:
+
+- ``decode``: 64 prompts of 32 tokens -> 256 new tokens each (decode-heavy);
+- ``prefill``: 64 prompts of 960 tokens -> 4 new tokens each (prefill-heavy);
+- ``image`` (DeepSeek-OCR): one OCR request with the test image -> 8 tokens, one at a time.
+
+Reported per (model, mode, workload): median output tokens/s (or seconds per image request) of
+each side with its interquartile range, and the median and IQR of the paired ratio on/off.
+Usage (on the GPU machine, vLLM set up with ``scripts/gpu_vllm.sh``): ``python -m
+benchmarks.vllm_e2e --model dense --modes compile,eager --reps 15 --markdown FILE``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parent.parent
+WORKLOADS = {"dense": ("decode", "prefill"), "ocr": ("image",)}
+SHAPES = {"decode": (64, 32, 256), "prefill": (64, 960, 4), "image": (1, 0, 8)}
+"""workload -> (prompts, prompt tokens, new tokens)."""
+
+
+def _worker(model: str, kind: str, mode: str, kv_cache_gib: float) -> None:
+    """Engine process: start, answer ``READY``, then time each workload named on stdin."""
+    import random
+
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from integration_tests.engine_run import prompt
+
+    extra = {"limit_mm_per_prompt": {"image": 1}} if kind == "ocr" else {}
+    llm = LLM(model=model, load_format="dummy", dtype="bfloat16", enforce_eager=mode == "eager",
+              max_model_len=1024, max_num_seqs=64, gpu_memory_utilization=0.1,
+              kv_cache_memory_bytes=int(kv_cache_gib * (1 << 30)), seed=0, **extra)
+    rng = random.Random(0)
+    requests = {}
+    for name in WORKLOADS[kind]:
+        n, length, new = SHAPES[name]
+        if name == "image":
+            requests[name] = ([prompt("image")], new)
+        else:
+            requests[name] = ([TokensPrompt(prompt_token_ids=[rng.randrange(8, 400) for _ in range(length)])
+                               for _ in range(n)], new)
+    print("READY", flush=True)
+    for line in sys.stdin:
+        name = line.strip()
+        prompts, new = requests[name]
+        params = SamplingParams(max_tokens=new, temperature=0.0, ignore_eos=True, detokenize=False)
+        t0 = time.perf_counter()
+        outs = llm.generate(prompts, params, use_tqdm=False)
+        seconds = time.perf_counter() - t0
+        tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+        print(json.dumps({"workload": name, "seconds": seconds, "tokens": tokens}), flush=True)
+
+
+class Engine:
+    """One worker process (plugin on or off) driven over its stdin/stdout."""
+
+    def __init__(self, model: str, kind: str, mode: str, plugin: bool, log: Path, kv_cache_gib: float) -> None:
+        # No compile cache: the engines with and without the plugin never share a compiled graph.
+        env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_DISABLE_COMPILE_CACHE="1",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        env.pop("NORMSWITCH_COUNT_CALLS", None)
+        if not plugin:
+            env["VLLM_PLUGINS"] = ""
+        self.name = f"{mode}-{'on' if plugin else 'off'}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.vllm_e2e", "--worker", model, kind, mode,
+                                      str(kv_cache_gib)],
+                                     cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=open(log, "w"), text=True)
+
+    def _line(self) -> str:
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"engine {self.name} exited with {self.proc.wait()}")
+            if line.startswith(("READY", "{")):
+                return line
+
+    def wait_ready(self) -> None:
+        self._line()
+
+    def time(self, workload: str) -> dict:
+        self.proc.stdin.write(workload + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self._line())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 4:
+        return min(values), statistics.median(values), max(values)
+    q = statistics.quantiles(values, n=4)
+    return q[0], statistics.median(values), q[2]
+
+
+def measure(model_dir: str, kind: str, modes: list[str], reps: int, deadline: float,
+            logs: Path, kv_cache_gib: float = 8.0) -> list[dict]:
+    """Start both engines of every mode at once, then alternate the workloads; one row per
+    (mode, workload). Stops repeating once ``time.monotonic()`` passes ``deadline``."""
+    engines = {(mode, plugin): Engine(model_dir, kind, mode, plugin, logs / f"{kind}-{mode}-{plugin}.log",
+                                            kv_cache_gib)
+               for mode in modes for plugin in (True, False)}
+    try:
+        for engine in engines.values():
+            engine.wait_ready()
+        samples: dict[tuple[str, str, bool], list[float]] = {}
+        for rep in range(reps + 1):  # the first repetition warms up and is dropped
+            for mode in modes:
+                for workload in WORKLOADS[kind]:
+                    order = (True, False) if rep % 2 else (False, True)
+                    for plugin in order:
+                        got = engines[(mode, plugin)].time(workload)
+                        rate = got["seconds"] if workload == "image" else got["tokens"] / got["seconds"]
+                        if rep:
+                            samples.setdefault((mode, workload, plugin), []).append(rate)
+            if rep and time.monotonic() > deadline:
+                break
+    finally:
+        for engine in engines.values():
+            engine.stop()
+    rows = []
+    for mode in modes:
+        for workload in WORKLOADS[kind]:
+            on, off = samples[(mode, workload, True)], samples[(mode, workload, False)]
+            ratios = [a / b for a, b in zip(on, off)]
+            if workload == "image":  # seconds per request: on/off < 1 means normswitch is faster
+                ratios = [b / a for a, b in zip(on, off)]
+            rows.append({"model": kind, "mode": mode, "workload": workload, "reps": len(on),
+                         "unit": "s/request" if workload == "image" else "output tokens/s",
+                         "on": _quartiles(on), "off": _quartiles(off), "speedup": _quartiles(ratios)})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """The result table (median [p25, p75]); speed-up > 1: normswitch faster."""
+    lines = ["| model | mode | workload | unit | plugin on | plugin off | speed-up on/off | reps |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        def cell(q):
+            return f"{q[1]:.4g} [{q[0]:.4g}, {q[2]:.4g}]"
+        lines.append(f"| {r['model']} | {r['mode']} | {r['workload']} | {r['unit']} | {cell(r['on'])} "
+                     f"| {cell(r['off'])} | {r['speedup'][1]:.3f} [{r['speedup'][0]:.3f}, {r['speedup'][2]:.3f}] "
+                     f"| {r['reps']} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        _worker(argv[1], argv[2], argv[3], float(argv[4]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("dense", "ocr"), action="append", required=True)
+    parser.add_argument("--modes", default="compile,eager")
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--budget-s", type=float, default=300.0,
+                        help="no new repetition starts this many seconds after the start")
+    parser.add_argument("--kv-cache-gib", type=float, default=8.0, help="KV cache of each engine")
+    parser.add_argument("--logs", default=None, help="folder for the engines' logs")
+    parser.add_argument("--markdown", default=None)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    deadline = time.monotonic() + args.budget_s
+
+    from integration_tests.dense_checkpoint import build_dense_checkpoint
+    from normswitch.demo.checkpoint import build_checkpoint
+
+    work = Path(tempfile.mkdtemp(prefix="vllm-e2e-"))
+    logs = Path(args.logs or work)
+    logs.mkdir(parents=True, exist_ok=True)
+    builders = {"dense": build_dense_checkpoint, "ocr": build_checkpoint}
+    rows = []
+    for kind in args.model:
+        model_dir = builders[kind](work / kind)
+        rows += measure(str(model_dir), kind, args.modes.split(","), args.reps, deadline, logs,
+                        args.kv_cache_gib)
+        print(markdown(rows), flush=True)
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(rows) + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
