@@ -22,10 +22,9 @@ from normswitch.demo import Server, free_port, ocr_request, wait_for_calls
 from normswitch.demo.checkpoint import make_image
 
 from . import gpu_runs
-from .conftest import engine_env
+from .conftest import LOGPROB_ATOL, engine_env
 from .dense_checkpoint import build_dense_checkpoint
 from .gpu_runs import RUNS, result
-from .test_backend_switch import LOGPROB_ATOL
 
 pytestmark = [pytest.mark.gpu, pytest.mark.vllm,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
