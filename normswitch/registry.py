@@ -16,7 +16,6 @@ dropped from that kind of call, and the next one serves.
 from __future__ import annotations
 
 import importlib
-import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -25,6 +24,7 @@ import torch
 
 from . import metrics
 from .config import Config, load_config
+from .contracts import check_contract
 from .platform import tensor_device_type
 from .tune import buckets
 
@@ -271,8 +271,7 @@ class Registry:
         return self._plans.get(key) or self._new_plan(key, call, forced)
 
     def _new_plan(self, key: tuple, call: Call, forced: Optional[str]) -> Plan:
-        plan = self._plans[key] = self._make_plan(call, forced, key[-1])
-        return plan
+        return self._plans.setdefault(key, self._make_plan(call, forced, key[-1]))
 
     def _tuned(self, call: Call, bucket: int) -> tuple[Optional[str], str]:
         """The tuning file's backend for ``call`` in ``bucket`` when it may serve the call (the
@@ -390,23 +389,6 @@ class Registry:
             self._broken.setdefault(plan.call, set()).add(name)
             metrics.mark_selected(op, device, nxt, plan.bucket)
         raise AssertionError("unreachable: the last candidate returns or raises")
-
-
-def check_contract(op: str, names: tuple[str, ...], fn: Callable[..., Any], backend: str) -> None:
-    """Raise ``ValueError`` unless ``fn``'s parameters are exactly ``names``, in order."""
-    try:
-        params = tuple(inspect.signature(fn).parameters)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"register_impl: {backend}'s {op} has no inspectable signature: {exc}") from exc
-    if params != names:
-        raise ValueError(f"register_impl: {backend}'s {op} takes ({', '.join(params)}); the kernel "
-                         f"contract of {op} is ({', '.join(names)})")
-
-
-def contract_signature(op: str) -> inspect.Signature:
-    """The kernel contract of ``op`` as a signature (for wrappers that load their kernel lazily)."""
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    return inspect.Signature([inspect.Parameter(n, kind) for n in REGISTRY.contracts[op]])
 
 
 REGISTRY = Registry()

@@ -13,7 +13,8 @@ from typing import Callable, Optional
 
 import torch
 
-from normswitch.registry import REGISTRY, Call, check_contract, contract_signature, register_impl
+from normswitch.contracts import check_contract, contract_signature
+from normswitch.registry import REGISTRY, Call, register_impl
 
 GPU_DEVICES = ("cuda", "rocm", "xpu")
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -100,7 +101,7 @@ def _impl(op: str) -> Callable:
         return loaded[0](*args)
 
     call.__name__ = call.__qualname__ = f"triton_{op}"
-    call.__signature__ = contract_signature(op)
+    call.__signature__ = contract_signature(REGISTRY.contracts[op])
     return call
 
 
