@@ -31,17 +31,23 @@ def shapes(text: str) -> tuple[tuple[int, int], ...]:
     return tuple((int(m), int(n)) for m, n in (v.split("x") for v in text.split(",") if v))
 
 
-def parse(argv: Optional[list[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="normswitch bench", description=__doc__.splitlines()[0])
+def add_grid_arguments(p: argparse.ArgumentParser, quick_help: str = "a small grid (smoke test)") -> None:
+    """The grid options that ``normswitch bench`` and ``normswitch tune`` share (their defaults:
+    the benchmark grid)."""
     p.add_argument("--ops", default=",".join(BENCH_OPS), help="comma-separated ops")
-    p.add_argument("--impls", default=",".join(DEFAULT_IMPLS), help="comma-separated implementations")
     p.add_argument("--M", default=",".join(map(str, M_GRID)), help="rows (comma-separated)")
     p.add_argument("--N", default=",".join(map(str, N_GRID)), help="hidden sizes (comma-separated)")
     p.add_argument("--extra-dtypes", default="float16,float32",
-                   help="dtypes timed at a few shapes besides bfloat16 ('' for none)")
+                   help="dtypes at a few shapes besides bfloat16 ('' for none)")
     p.add_argument("--extra-shapes", default=",".join(f"{m}x{n}" for m, n in EXTRA_SHAPES),
                    help="the MxN shapes of the extra dtypes (comma-separated)")
-    p.add_argument("--quick", action="store_true", help="a small grid (smoke test)")
+    p.add_argument("--quick", action="store_true", help=quick_help)
+
+
+def parse(argv: Optional[list[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="normswitch bench", description=__doc__.splitlines()[0])
+    add_grid_arguments(p)
+    p.add_argument("--impls", default=",".join(DEFAULT_IMPLS), help="comma-separated implementations")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke test only)")
     p.add_argument("--warmup", type=float, default=25.0,
                    help="do_bench warm-up, ms (long enough for the clocks to rise)")

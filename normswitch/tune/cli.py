@@ -19,9 +19,9 @@ from typing import Optional
 
 import torch
 
-from ..bench import progress, shapes
+from ..bench import add_grid_arguments, progress, shapes
 from ..bench.impls import BENCH_OPS
-from ..bench.runner import EXTRA_SHAPES, M_GRID, N_GRID, Settings, timer
+from ..bench.runner import Settings, timer
 from ..platform import device_type
 from ..registry import REGISTRY
 from . import measure, record, tuning_file
@@ -32,14 +32,7 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="normswitch tune", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="normswitch-tuned.yaml", help="the tuning file to write")
     p.add_argument("--calls", help="tune the kinds of call recorded in this file (NORMSWITCH_RECORD_CALLS)")
-    p.add_argument("--ops", default=",".join(BENCH_OPS), help="comma-separated ops (grid)")
-    p.add_argument("--M", default=",".join(map(str, M_GRID)), help="rows (grid, comma-separated)")
-    p.add_argument("--N", default=",".join(map(str, N_GRID)), help="hidden sizes (grid, comma-separated)")
-    p.add_argument("--extra-dtypes", default="float16,float32",
-                   help="dtypes tuned at a few shapes besides bfloat16, as the bench grid ('' for none)")
-    p.add_argument("--extra-shapes", default=",".join(f"{m}x{n}" for m, n in EXTRA_SHAPES),
-                   help="the MxN shapes of the extra dtypes (grid, comma-separated)")
-    p.add_argument("--quick", action="store_true", help="a small grid and short timing (smoke test)")
+    add_grid_arguments(p, quick_help="a small grid and short timing (smoke test)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     p.add_argument("--backends", default="", help="comma-separated backends to consider (default: all available)")
     p.add_argument("--metric", choices=tuning_file.METRICS, default="device",
