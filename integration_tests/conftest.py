@@ -12,12 +12,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import pytest
 
-from normswitch.demo import vision_dtype
+from normswitch.demo import Server, free_port, vision_dtype
 from normswitch.demo.checkpoint import build_checkpoint
 from normswitch.kernels import cpu
 
@@ -72,6 +74,20 @@ def engine_env(**overrides: Optional[str]) -> dict[str, str]:
         else:
             env[key] = value
     return env
+
+
+@contextmanager
+def openai_server(checkpoint: Path, tmp_path: Path, name: str = "server") -> Iterator[Server]:
+    """vLLM's OpenAI server on ``checkpoint`` (one process, log in ``tmp_path``), ready; stopped
+    (and checked gone) on exit."""
+    srv = Server(str(checkpoint), free_port(), vision_dtype(), engine_env(VLLM_ENABLE_V1_MULTIPROCESSING=None),
+                 tmp_path / "server.log")
+    try:
+        print(f"[{name}] ready in {srv.wait_ready():.1f} s")
+        yield srv
+    finally:
+        srv.stop()
+        assert srv.proc.poll() is not None, "vLLM server still running after stop()"
 
 
 def run_engine(checkpoint: Path, kind: str, tmp_path: Path, env: dict[str, str],

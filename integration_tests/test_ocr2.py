@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from normswitch.demo import Server, backend_table, free_port, ocr_request, vision_dtype, wait_for_calls
+from normswitch.demo import Server, backend_table, ocr_request, wait_for_calls
 from normswitch.demo.checkpoint import make_image
 
-from .conftest import RMS_BACKEND, assert_logprobs_close, calls_by_backend, engine_env, run_engine
+from .conftest import RMS_BACKEND, assert_logprobs_close, calls_by_backend, engine_env, openai_server, run_engine
 
 pytestmark = pytest.mark.slow
 MAX_TOKENS = 4
@@ -112,13 +112,8 @@ def test_logprobs_agree_with_the_plugin_excluded(kind, plugin, native, excluded)
 
 @pytest.fixture
 def server(checkpoint_ocr2, tmp_path) -> Iterator[Server]:
-    env = engine_env(VLLM_ENABLE_V1_MULTIPROCESSING=None)
-    srv = Server(str(checkpoint_ocr2), free_port(), vision_dtype(), env, tmp_path / "server.log")
-    try:
-        print(f"[ocr2 server] ready in {srv.wait_ready():.1f} s")
+    with openai_server(checkpoint_ocr2, tmp_path, "ocr2 server") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_openai_server_answers_an_image_request(server):

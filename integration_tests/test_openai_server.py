@@ -16,14 +16,12 @@ import pytest
 from normswitch.demo import (
     Server,
     backend_table,
-    free_port,
     ocr_request,
-    vision_dtype,
     wait_for_calls,
 )
 from normswitch.demo.checkpoint import make_image
 
-from .conftest import engine_env
+from .conftest import openai_server
 
 pytestmark = pytest.mark.slow
 SERVED_OPS = ("layer_norm", "layer_norm_channels_first", "rms_norm", "fused_add_rms_norm")
@@ -31,14 +29,8 @@ SERVED_OPS = ("layer_norm", "layer_norm_channels_first", "rms_norm", "fused_add_
 
 @pytest.fixture
 def server(checkpoint, tmp_path) -> Iterator[Server]:
-    env = engine_env(VLLM_ENABLE_V1_MULTIPROCESSING=None)
-    srv = Server(str(checkpoint), free_port(), vision_dtype(), env, tmp_path / "server.log")
-    try:
-        print(f"[server] ready in {srv.wait_ready():.1f} s")
+    with openai_server(checkpoint, tmp_path, "server") as srv:
         yield srv
-    finally:
-        srv.stop()
-        assert srv.proc.poll() is not None, "vLLM server still running after stop()"
 
 
 def test_chat_with_image_and_metrics(server):
