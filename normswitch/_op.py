@@ -7,38 +7,28 @@ the declaration this module builds:
   writes into its arguments, ``<name>_out`` / ``<name>_`` declared with ``mutates_args``, each
   with its fake (meta) implementation, so traced calls appear as custom ops in the graph;
 - the eager bypass: untraced calls skip the dispatcher and go to the registry's plan;
-- the fast path: a call whose key (:func:`fast_key`) was seen before runs the plan at once.
+- the fast path (:mod:`normswitch._fast`): a call whose key was seen before runs the plan at once.
 
 A fast entry is recorded only when the checks returned every argument unchanged (no copy, no
-reshape), so a call served by the fast path is exactly the call the checks accepted. The key
-holds everything the checks and the call features read: types, dtypes, devices, the hidden size,
-each parameter's shape and layout, the value of every scalar, and the row bucket (the plan may
-depend on it through a tuning file).
+reshape), so a call served by the fast path is exactly the call the checks accepted.
 """
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from . import numerics
+from . import _fast, numerics
+from ._fast import VALUE
 from .registry import REGISTRY, BackendUnavailableError
-from .tune import buckets
 
 Tensor = torch.Tensor
 _is_compiling = torch.compiler.is_compiling
 _grad_enabled = torch.is_grad_enabled
 LIB = torch.library.Library("normswitch", "DEF")
 
-X, LIKE, PARAM, VALUE, OUT = "x", "like", "param", "value", "out"
-"""Argument kinds for the fast key: the input ``x`` (2-D, contiguous, M > 0); a tensor of x's
-shape (or None); an (N,) parameter (or None); a scalar (float, int, bool or None); an output
-tensor (only None takes the fast path: whether it overlaps an input is a matter of addresses)."""
-_VALUE_TYPES = (float, int, bool, type(None))
-_PARAM_TYPES = (Tensor, torch.nn.Parameter)
 FAST_LIMIT = 4096
 """Fast entries kept at most (a process calling with ever new scalars must not grow without end)."""
 
@@ -51,99 +41,6 @@ def tracing() -> bool:
     the registry selects by their ``device.type`` and the backend's ATen calls reach the subclass.
     """
     return _is_compiling() or _get_current_dispatch_mode() is not None
-
-
-_KEY_CODE = {
-    VALUE: "    if type({a}) not in _VALUE_TYPES:\n        return None\n",
-    OUT: "    if {a} is not None:\n        return None\n",
-    PARAM: ("    if {a} is None:\n        k{i} = _NO_PARAM\n"
-            "    elif type({a}) in _PARAM_TYPES and {a}.is_contiguous():\n"
-            "        k{i} = type({a}), {a}.dtype, {a}.is_cpu or {a}.device, {a}.shape\n"
-            "    else:\n        return None\n"),
-    LIKE: ("    if {a} is None:\n        k{i} = _NO_LIKE\n"
-           "    elif type({a}) is Tensor and {a}.shape == shape and {a}.is_contiguous():\n"
-           "        k{i} = {a}.dtype, {a}.is_cpu or {a}.device\n"
-           "    else:\n        return None\n"),
-}
-"""Each tensor's device enters the key as ``t.is_cpu or t.device``: True for a CPU tensor (one
-cheap attribute, instead of a new ``torch.device`` to make, hash and compare), the device itself
-otherwise; the two never compare equal, so a key still tells every device apart."""
-_KEY_PARTS = {VALUE: "type({a}), {a}", PARAM: "*k{i}", LIKE: "*k{i}"}
-_NO_PARAM = (None, None, None, None)
-_NO_LIKE = (None, None)
-
-
-def _key_lines(name: str, kinds: tuple[str, ...], names: tuple[str, ...], miss: str) -> list[str]:
-    """Straight-line code that sets ``key`` to an op's fast-path key (from its argument kinds, as
-    ``dataclasses`` generates ``__init__``): a flat tuple with a fixed place for each property.
-    A call that cannot take the fast path runs the statement ``miss`` instead."""
-    # Calls that need a graph (grad mode on, an input requiring grad) take the differentiable path.
-    needs_grad = " or ".join(["x.requires_grad"] + [f"({a} is not None and {a}.requires_grad)"
-                                                    for kind, a in zip(kinds[1:], names[1:]) if kind in (PARAM, LIKE)])
-    lines = ["shape = x.shape", "if len(shape) != 2 or not shape[0] or not x.is_contiguous():", f"    {miss}"]
-    parts = [repr(name), "x.dtype", "x.is_cpu or x.device", "shape[1]", buckets.expression("shape[0]")]
-    for i, (kind, arg) in enumerate(zip(kinds[1:], names[1:]), 1):
-        code = textwrap.dedent(_KEY_CODE[kind].format(a=arg, i=i)).replace("return None", miss)
-        lines += code.rstrip("\n").split("\n")
-        if kind in _KEY_PARTS:
-            parts.append(_KEY_PARTS[kind].format(a=arg, i=i))
-    return lines + [f"if _grad_enabled() and ({needs_grad}):", f"    {miss}", f"key = ({', '.join(parts)})"]
-
-
-_SCOPE = {"Tensor": Tensor, "_VALUE_TYPES": _VALUE_TYPES, "_PARAM_TYPES": _PARAM_TYPES,
-          "_grad_enabled": _grad_enabled, "_NO_PARAM": _NO_PARAM, "_NO_LIKE": _NO_LIKE,
-          "_is_compiling": _is_compiling, "_mode": _get_current_dispatch_mode}
-
-
-def _compile(source: list[str], scope: dict, name: str) -> Callable:
-    exec("\n".join(source), scope)  # noqa: S102  (source built from the op's declaration)
-    return scope[name]
-
-
-def _make_fast_key(name: str, kinds: tuple[str, ...], names: tuple[str, ...]) -> Callable[..., Optional[tuple]]:
-    """``fast_key(*args)``: the call's fast-path key, or None when it cannot take the fast path."""
-    if kinds[0] != X:
-        return lambda *args: None
-    body = _key_lines(name, kinds, names, "return None") + ["return key"]
-    return _compile([f"def fast_key({', '.join(names)}):", *("    " + line for line in body)], dict(_SCOPE),
-                    "fast_key")
-
-
-def _make_entry(op: "Op") -> Callable[..., Any]:
-    """The op's entry ``entry(*args, backend=None)``: the fast path written out in one function
-    (key, lookup, guard, kernel; no calls in between), every other call to ``op._full``."""
-    names, args = op.kernel_args, ", ".join(op.kernel_args)
-    full = f"return _full(({args},), backend, None)"
-    head = [f"def entry({args}, backend=None):"]
-    if op.key[0] != X:
-        return _compile([*head, f"    {full}"], {"_full": op._full}, "entry")
-    guard = f" and _guard({args})" if op.guard is not None else ""
-    body = [
-        "if backend is not None or type(x) is not Tensor or _is_compiling() or _mode() is not None:",
-        f"    {full}",
-        *_key_lines(op.name, op.key, names, full),
-        "hit = _fast.get(key)",
-        f"if hit is None{' or not _guard(' + args + ')' if guard else ''}:",
-        f"    return _full(({args},), backend, key)",
-        "fn, plan, fixes = hit",
-        "if fixes:",
-        f"    return _run(fn, plan, _fixed(({args},), fixes))",
-        "try:",
-        f"    return fn({args})",
-        "except Exception as exc:",
-        f"    return _recover(plan, ({args},), exc)",
-    ]
-    scope = {**_SCOPE, "_full": op._full, "_guard": op.guard, "_fast": REGISTRY.fast, "_fixed": _fixed,
-             "_recover": REGISTRY.recover, "_run": _run}
-    return _compile([*head, *("    " + line for line in body)], scope, "entry")
-
-
-def _run(fn: Callable, plan: tuple, args: tuple) -> Any:
-    """A fast entry's kernel on arguments with normalized scalars (the entry's ``fixes``)."""
-    try:
-        return fn(*args)
-    except Exception as exc:
-        return REGISTRY.recover(plan, args, exc)
 
 
 @dataclass
@@ -202,20 +99,22 @@ class Op:
     tolerance: dict = field(default_factory=lambda: dict(numerics.TOLERANCE))
     writes: tuple[str, ...] = ()
     """Public arguments the op may write (``out``, in-place tensors): cases copy them per run."""
-    guard: Optional[Callable[..., bool]] = None
-    """Checks that depend on addresses (overlaps), not on the key: run on the fast path too."""
+    apart: Optional[tuple[str, tuple[str, ...]]] = None
+    """``(flag, names)``: when argument ``flag`` is true, the tensors ``names`` must not share
+    memory. Addresses are not in the key, so the fast path checks this on every call."""
     public: Callable[..., Any] = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.kinds = tuple(zip(self.key, range(len(self.key))))
-        self.fast_key = _make_fast_key(self.name, self.key, self.kernel_args)
+        self.fast_key: Callable[..., Optional[tuple]]
         """``fast_key(*args)``: the call's fast-path key, or None when it cannot take the fast path."""
-        self.entry = _make_entry(self)
+        self.entry: Callable[..., Any]
         """``entry(*args, backend=None)``: the op on public arguments in kernel-contract order."""
+        _fast.declare(self)
         REGISTRY.declare(self.name, self.kernel_args)
 
     def __call__(self, *args: Any, backend: Optional[str] = None) -> Any:
-        """Run the op on public arguments given in kernel-contract order (see :func:`_make_entry`;
+        """Run the op on public arguments given in kernel-contract order (see :func:`normswitch._fast.make_entry`;
         the public functions call ``entry`` itself)."""
         return self.entry(*args, backend=backend)
 
@@ -318,13 +217,6 @@ def traced_with_out(name: str) -> Callable[[tuple, Optional[str]], Tensor]:
         getattr(torch.ops.normswitch, f"{name}_out")(*args, out, backend)
         return out
     return traced
-
-
-def _fixed(args: tuple, fixes: tuple) -> tuple:
-    out = list(args)
-    for i, value in fixes:
-        out[i] = value
-    return tuple(out)
 
 
 def empty_like(x: Tensor) -> Tensor:

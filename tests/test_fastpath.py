@@ -1,13 +1,29 @@
 """The eager fast path: after a valid call, calls with the same key skip the checks; every other
 call still gets the full checks, arguments the checks would normalize never take it, and a
-backend fault on the fast path falls back and drops the fast entries."""
+backend fault on the fast path falls back and drops the fast entries. Every test runs with the
+Python key and with the C++ key of the CPU kernels (where they build)."""
 import pytest
 import torch
 from prometheus_client import REGISTRY as PROM
 
 import normswitch as ns
+from normswitch import _fast
+from normswitch.kernels import cpu
 from normswitch.ops import DECLARATIONS
 from normswitch.registry import REGISTRY, register_impl
+
+
+@pytest.fixture(autouse=True, params=["python key", "native key"])
+def key(request):
+    """The fast path keyed in Python, or by the CPU kernels' ``fast_key`` (which stays installed
+    after the test where the kernels load, as in a process that has loaded them)."""
+    native = request.param == "native key"
+    if native and cpu.EXTENSION.problem() is not None:
+        pytest.skip(cpu.EXTENSION.problem())
+    ext = cpu.EXTENSION.load() if native or cpu.EXTENSION.module is not None else None
+    _fast.use_native_key(ext.fast_key if native else None)
+    yield request.param
+    _fast.use_native_key(None if ext is None else ext.fast_key)
 
 
 def test_fast_path_taken_and_same_result():

@@ -92,6 +92,8 @@ class Extension:
     toolchain_problem: Callable[[], Optional[str]]
     build_env: Callable[[], dict] = dict
     """Environment variables set while compiling besides PATH (e.g. TORCH_CUDA_ARCH_LIST)."""
+    on_load: Optional[Callable[[ModuleType], None]] = None
+    """Called with the module once :meth:`load` has it (what the process does with it besides kernels)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     module: Optional[ModuleType] = None
     """The loaded extension, once :meth:`load` succeeded."""
@@ -152,6 +154,8 @@ class Extension:
                 log.warning("normswitch %s: %s", self.kind, self.failure)
                 raise self.error(self.failure) from exc
             self.seconds = time.perf_counter() - start
+            if self.on_load is not None:
+                self.on_load(self.module)
             return self.module
 
     def _cached(self, name: str, library: Path,

@@ -13,7 +13,8 @@ from typing import Any, Iterator, Optional
 import torch
 
 from .. import checks
-from .._op import OUT, PARAM, VALUE, Op, X, empty_like, rows, strided, traced_with_out, writable_rows
+from .._fast import OUT, PARAM, VALUE, X
+from .._op import Op, empty_like, rows, strided, traced_with_out, writable_rows
 from ._inputs import param, rand
 from .rms_norm import finish_rows
 

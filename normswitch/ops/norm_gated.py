@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import checks
-from .._op import LIKE, OUT, PARAM, VALUE, Op, X, empty_like, rows, strided, writable_rows
+from .._fast import LIKE, OUT, PARAM, VALUE, X
+from .._op import Op, empty_like, rows, strided, writable_rows
 from ._inputs import param, rand
 from .rms_norm import finish_rows
 

@@ -14,7 +14,8 @@ from typing import Any, Iterator, Optional
 import torch
 
 from .. import checks
-from .._op import LIKE, OUT, PARAM, VALUE, Op, X, empty_like, rows, strided, traced_with_out, writable_rows
+from .._fast import LIKE, OUT, PARAM, VALUE, X
+from .._op import Op, empty_like, rows, strided, traced_with_out, writable_rows
 from ._inputs import param, rand
 
 Tensor = torch.Tensor
@@ -150,19 +151,6 @@ def _check_add(x, residual, weight, eps, weight_offset, inplace) -> tuple:
     return x, residual, weight, checks.eps(eps), checks.number("weight_offset", weight_offset), inplace
 
 
-def _add_guard(x, residual, weight, eps, weight_offset, inplace) -> bool:
-    """The fast path's share of the in-place checks: whether the tensors overlap is a matter of
-    addresses, not of the key. The fast path's tensors are contiguous, so each one's memory is the
-    byte range [data_ptr, data_ptr + nbytes) and disjoint ranges are exactly "apart" (address
-    arithmetic costs a fraction of three ``torch._C._overlaps`` calls; ``checks.overlaps`` decides
-    the strided tensors of the full path)."""
-    if not inplace:
-        return True
-    px, pr, pw = x.data_ptr(), residual.data_ptr(), weight.data_ptr()
-    ex, er, ew = px + x.nbytes, pr + residual.nbytes, pw + weight.nbytes
-    return (ex <= pr or er <= px) and (ew <= px or ex <= pw) and (ew <= pr or er <= pw)
-
-
 def _empty_add(x, residual, weight, eps, weight_offset, inplace):
     return (x, residual) if inplace else (torch.empty_like(x), torch.empty_like(residual))
 
@@ -286,7 +274,8 @@ FUSED_ADD_RMS_NORM = Op(
     check=_check_add, empty=_empty_add, to_kernel=_to_kernel_add, traced=_add_traced,
     features=_add_features, reference=reference_fused_add,
     outputs=lambda result, kwargs: {"y": result[0], "residual": result[1]},
-    cases=_add_cases, writes=("x", "residual"), public=fused_add_rms_norm, guard=_add_guard,
+    cases=_add_cases, writes=("x", "residual"), public=fused_add_rms_norm,
+    apart=("inplace", ("x", "residual", "weight")),
 )
 
 

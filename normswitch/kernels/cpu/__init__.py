@@ -4,7 +4,8 @@ the CPU has it, decided at run time (the extension's ``kernel_path()``; ``set_po
 forces the portable kernels). Compiled on first use (see ``build``); with no compiler, or a
 failed build, the registry falls back to ``native``. Serves ``rms_norm``,
 ``fused_add_rms_norm`` (residual of x's dtype) and ``norm_gated`` (gate of x's dtype);
-LayerNorm stays on ``native`` (``F.layer_norm`` is already one fused pass on CPU).
+LayerNorm stays on ``native`` (``F.layer_norm`` is already one fused pass on CPU). Loading the
+kernels also switches the ops' fast path to the C++ key of ``csrc/fast_key.cpp``.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from ... import _fast
 from ...registry import Call, register_impl
 from .build import EXTENSION, capability
 
@@ -21,6 +23,15 @@ Tensor = torch.Tensor
 def _ext():
     """The compiled kernels (built or loaded on the first call of the process)."""
     return EXTENSION.module or EXTENSION.load()
+
+
+def _use_fast_key(module) -> None:
+    """From now on the ops' fast path (every device) is keyed by the C++ ``fast_key``
+    (``csrc/fast_key.cpp``): the same key without a Python attribute read per property."""
+    _fast.use_native_key(module.fast_key)
+
+
+EXTENSION.on_load = _use_fast_key
 
 
 def rms_norm(x: Tensor, weight: Optional[Tensor], eps: float, weight_offset: float,

@@ -5,6 +5,10 @@
 
 using normswitch_ext::guarded;
 
+namespace normswitch_cpu {
+PyObject* make_fast_key();  // fast_key.cpp
+}  // namespace normswitch_cpu
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "normswitch CPU kernels: RMSNorm, fused add RMSNorm, gated group norm";
   m.def("rms_norm", guarded(&normswitch_cpu::rms_norm), "RMSNorm of (M, N) x", py::arg("x"), py::arg("weight"),
@@ -15,6 +19,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("norm_gated", guarded(&normswitch_cpu::norm_gated), "gated group LayerNorm/RMSNorm: (y, mean, rstd)",
         py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("z"), py::arg("eps"), py::arg("group_size"),
         py::arg("norm_before_gate"), py::arg("is_rms_norm"), py::arg("out"));
+  m.add_object("fast_key", py::reinterpret_steal<py::object>(normswitch_cpu::make_fast_key()));
   m.def("kernel_path", &normswitch_cpu::avx512::path_name,
         "the RMSNorm row kernels in use: avx512-bf16, avx512 (bfloat16 portable) or portable");
   m.def("set_portable", &normswitch_cpu::avx512::set_path, "True: the portable RMSNorm kernels serve every call",
