@@ -120,6 +120,19 @@ def test_kernel_rejects_bad_arguments_itself():
         ext.fused_add_rms_norm(x, torch.randn(4, 63), torch.randn(64), 1e-6, 0.0, False)
     with pytest.raises(ValueError, match="group_size"):
         ext.norm_gated(x, torch.randn(64), None, None, 1e-6, 48, True, False, None)
+    # the METH_FASTCALL bindings (raw_calls.cpp) check their arguments' Python types
+    with pytest.raises(TypeError, match="x: expected a tensor"):
+        ext.rms_norm(x.tolist(), None, 1e-6, 0.0, None)
+    with pytest.raises(TypeError, match="eps: expected a float"):
+        ext.rms_norm(x, None, "1e-6", 0.0, None)
+    with pytest.raises(TypeError, match="5 positional arguments"):
+        ext.rms_norm(x, None, 1e-6)
+    with pytest.raises(TypeError, match="weight: expected a tensor, got NoneType"):
+        ext.fused_add_rms_norm(x, x.clone(), None, 1e-6, 0.0, False)
+    r, out = torch.randn(4, 64), torch.empty(4, 64)
+    assert ext.rms_norm(x, None, 1e-6, 0.0, out) is out
+    got = ext.fused_add_rms_norm(x, r, torch.randn(64), 1e-6, 0.0, True)
+    assert got[0] is x and got[1] is r
 
 
 def test_build_failure_falls_back_to_native(monkeypatch, caplog):

@@ -6,16 +6,13 @@
 using normswitch_ext::guarded;
 
 namespace normswitch_cpu {
-PyObject* make_fast_key();  // fast_key.cpp
+PyObject* make_fast_key();         // fast_key.cpp
+void add_raw_calls(PyObject* module);  // raw_calls.cpp: rms_norm, fused_add_rms_norm
 }  // namespace normswitch_cpu
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "normswitch CPU kernels: RMSNorm, fused add RMSNorm, gated group norm";
-  m.def("rms_norm", guarded(&normswitch_cpu::rms_norm), "RMSNorm of (M, N) x", py::arg("x"), py::arg("weight"),
-        py::arg("eps"), py::arg("weight_offset"), py::arg("out"));
-  m.def("fused_add_rms_norm", guarded(&normswitch_cpu::fused_add_rms_norm), "r = x + residual; (rms_norm(r), r)",
-        py::arg("x"), py::arg("residual"), py::arg("weight"), py::arg("eps"), py::arg("weight_offset"),
-        py::arg("inplace"));
+  normswitch_cpu::add_raw_calls(m.ptr());
   m.def("norm_gated", guarded(&normswitch_cpu::norm_gated), "gated group LayerNorm/RMSNorm: (y, mean, rstd)",
         py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("z"), py::arg("eps"), py::arg("group_size"),
         py::arg("norm_before_gate"), py::arg("is_rms_norm"), py::arg("out"));

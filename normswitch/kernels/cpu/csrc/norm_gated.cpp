@@ -132,8 +132,9 @@ std::tuple<at::Tensor, std::optional<at::Tensor>, at::Tensor> norm_gated(
     bool is_rms_norm, const std::optional<at::Tensor>& out) {
   check_rows("x", x);
   const int64_t m = x.size(0), n = x.size(1);
-  require_value(group_size > 0 && n % group_size == 0, "group_size: expected a positive divisor of " +
-                                                           std::to_string(n) + ", got " + std::to_string(group_size));
+  require_value(group_size > 0 && n % group_size == 0, [&] {
+    return "group_size: expected a positive divisor of " + std::to_string(n) + ", got " + std::to_string(group_size);
+  });
   if (z.has_value()) {
     check_rows_like("z", *z, x);
   }

@@ -19,27 +19,43 @@ namespace normswitch_cpu {
 // Rows per task: about this many elements, so tiny inputs stay on the calling thread.
 constexpr int64_t kParallelGrain = 16384;
 
-using normswitch_ext::require_type;
-using normswitch_ext::require_value;
 using normswitch_ext::shape_str;
 using normswitch_ext::TypeError;
+
+// Checks whose message is built only when they fail: building it on every call (strings,
+// allocations) costs more than the row itself at M = 1.
+template <typename Message>
+inline void require_value(bool ok, Message&& message) {
+  if (!ok) {
+    throw std::invalid_argument(message());
+  }
+}
+
+template <typename Message>
+inline void require_type(bool ok, Message&& message) {
+  if (!ok) {
+    throw TypeError(message());
+  }
+}
 
 // x: a 2-D CPU tensor of float32/bfloat16/float16 with unit stride along N.
 inline void check_rows(const char* name, const at::Tensor& x) {
   require_value(x.device().is_cpu() && x.dim() == 2 && (x.stride(1) == 1 || x.size(1) == 1),
-                std::string(name) + ": expected a 2-D CPU tensor with unit stride along the last dim");
+                [&] { return std::string(name) + ": expected a 2-D CPU tensor with unit stride along the last dim"; });
   const auto t = x.scalar_type();
   require_type(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf,
-               std::string(name) + ": expected float32, bfloat16 or float16, got " + c10::toString(t));
+               [&] { return std::string(name) + ": expected float32, bfloat16 or float16, got " + c10::toString(t); });
 }
 
 inline void check_rows_like(const char* name, const at::Tensor& t, const at::Tensor& x) {
   check_rows(name, t);
-  require_value(t.sizes() == x.sizes(),
-                std::string(name) + ": expected shape " + shape_str(x.sizes()) + ", got " + shape_str(t.sizes()));
-  require_type(t.scalar_type() == x.scalar_type(), std::string(name) + ": expected dtype " +
-                                                       c10::toString(x.scalar_type()) + ", got " +
-                                                       c10::toString(t.scalar_type()));
+  require_value(t.sizes() == x.sizes(), [&] {
+    return std::string(name) + ": expected shape " + shape_str(x.sizes()) + ", got " + shape_str(t.sizes());
+  });
+  require_type(t.scalar_type() == x.scalar_type(), [&] {
+    return std::string(name) + ": expected dtype " + c10::toString(x.scalar_type()) + ", got " +
+           c10::toString(t.scalar_type());
+  });
 }
 
 // Calls f(T{}) with T the C++ type of a float32, bfloat16 or float16 dtype.
@@ -65,9 +81,10 @@ inline std::vector<float> float_param(const char* name, const std::optional<at::
     return out;
   }
   const at::Tensor& t = *p;
-  require_value(t.device().is_cpu() && t.dim() == 1 && t.size(0) == n && t.is_contiguous(),
-                std::string(name) + ": expected a contiguous (" + std::to_string(n) + ",) CPU tensor, got shape " +
-                    shape_str(t.sizes()));
+  require_value(t.device().is_cpu() && t.dim() == 1 && t.size(0) == n && t.is_contiguous(), [&] {
+    return std::string(name) + ": expected a contiguous (" + std::to_string(n) + ",) CPU tensor, got shape " +
+           shape_str(t.sizes());
+  });
   out.resize(n);
   const auto fill = [&](auto tag) {
     const auto* src = t.const_data_ptr<decltype(tag)>();

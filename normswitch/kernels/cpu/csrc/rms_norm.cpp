@@ -106,9 +106,9 @@ const float* simd_weight(const std::optional<at::Tensor>& p, int64_t n, float of
     copy = float_param("weight", p, n, offset);
     return data_or_null(copy);
   }
-  require_value(p->device().is_cpu() && p->dim() == 1 && p->size(0) == n && p->is_contiguous(),
-                "weight: expected a contiguous (" + std::to_string(n) + ",) CPU tensor, got shape " +
-                    shape_str(p->sizes()));
+  require_value(p->device().is_cpu() && p->dim() == 1 && p->size(0) == n && p->is_contiguous(), [&] {
+    return "weight: expected a contiguous (" + std::to_string(n) + ",) CPU tensor, got shape " + shape_str(p->sizes());
+  });
   if (t == at::kFloat && offset == 0.0f) {
     return p->const_data_ptr<float>();
   }
