@@ -89,7 +89,7 @@ def test_every_norm_call_served_by_normswitch(kind, plugin):
     run = plugin["runs"][kind]
     assert len(run["token_ids"]) == MAX_TOKENS
     expected = expected_calls(plugin["modules"])[kind]
-    backends = {"layer_norm": "native", "layer_norm_channels_first": "native",
+    backends = {"layer_norm": RMS_BACKEND, "layer_norm_channels_first": RMS_BACKEND,
                 "rms_norm": RMS_BACKEND, "fused_add_rms_norm": RMS_BACKEND}
     served = {op: calls_by_backend(run, op) for op in OPS}
     assert served == {op: ({backends[op]: n} if n else {}) for op, n in expected.items()}

@@ -40,9 +40,9 @@ def test_image_prompt_every_norm_served_by_normswitch(dtype, checkpoint, tmp_pat
 
     # One vision pass (the 320x240 image needs no crops): each module ran once, through normswitch.
     assert delta(result, "normswitch_calls_total", op="layer_norm", device="cpu",
-                 backend="native") == len(layer_norms)
+                 backend=RMS_BACKEND) == len(layer_norms)
     assert delta(result, "normswitch_calls_total", op="layer_norm_channels_first", device="cpu",
-                 backend="native") == len(norms_2d)
+                 backend=RMS_BACKEND) == len(norms_2d)
 
     decoder = _of(result["modules"], "language_model.")
     assert decoder and set(decoder.values()) == {"normswitch.plugin.vllm.layers.NormswitchRMSNorm"}

@@ -3,8 +3,8 @@ with ATen's vector types and intra-op threads; RMSNorm rows use AVX-512 (and AVX
 the CPU has it, decided at run time (the extension's ``kernel_path()``; ``set_portable(True)``
 forces the portable kernels). Compiled on first use (see ``build``); with no compiler, or a
 failed build, the registry falls back to ``native``. Serves ``rms_norm``,
-``fused_add_rms_norm`` (residual of x's dtype) and ``norm_gated`` (gate of x's dtype);
-LayerNorm stays on ``native`` (``F.layer_norm`` is already one fused pass on CPU). Loading the
+``fused_add_rms_norm`` (residual of x's dtype), ``layer_norm``, ``layer_norm_channels_first``
+and ``norm_gated`` (gate of x's dtype). Loading the
 kernels also switches the ops' fast path to the C++ key of ``csrc/fast_key.cpp``.
 """
 from __future__ import annotations
@@ -44,6 +44,15 @@ def fused_add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float, 
     return _ext().fused_add_rms_norm(x, residual, weight, eps, weight_offset, inplace)
 
 
+def layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+               out: Optional[Tensor]) -> Tensor:
+    return _ext().layer_norm(x, weight, bias, eps, out)
+
+
+def layer_norm_channels_first(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    return _ext().layer_norm_channels_first(x, weight, bias, eps)
+
+
 def norm_gated(x: Tensor, weight: Tensor, bias: Optional[Tensor], z: Optional[Tensor], eps: float,
                group_size: int, norm_before_gate: bool, is_rms_norm: bool,
                out: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor], Tensor]:
@@ -77,5 +86,8 @@ def _details(device_type: str) -> str:
 register_impl("rms_norm", "cpu", rms_norm, available=_available, details=_details)
 register_impl("fused_add_rms_norm", "cpu", fused_add_rms_norm, available=_available,
               supports=_supports_add, details=_details)
+register_impl("layer_norm", "cpu", layer_norm, available=_available, details=_details)
+register_impl("layer_norm_channels_first", "cpu", layer_norm_channels_first, available=_available,
+              details=_details)
 register_impl("norm_gated", "cpu", norm_gated, available=_available, supports=_supports_gated,
               details=_details)

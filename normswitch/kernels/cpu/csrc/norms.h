@@ -111,6 +111,12 @@ std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm(const at::Tensor& x, const
                                                       const at::Tensor& weight, double eps, double offset,
                                                       bool inplace);
 
+at::Tensor layer_norm(const at::Tensor& x, const std::optional<at::Tensor>& weight,
+                      const std::optional<at::Tensor>& bias, double eps, const std::optional<at::Tensor>& out);
+
+at::Tensor layer_norm_channels_first(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                                     double eps);
+
 std::tuple<at::Tensor, std::optional<at::Tensor>, at::Tensor> norm_gated(
     const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& z, double eps, int64_t group_size, bool norm_before_gate,
