@@ -26,7 +26,8 @@ from normswitch.kernels import cpu
 REPO = Path(__file__).resolve().parent.parent
 ENGINE_TIMEOUT_S = 900
 RMS_BACKEND = "cpu" if cpu.EXTENSION.problem() is None else "native"
-"""Who serves the norms on CPU by default (RMSNorm, LayerNorm, LayerNorm2d): the C++ kernels of backend ``cpu`` where they can be built."""
+"""Who serves the norms on CPU by default (RMSNorm, LayerNorm, LayerNorm2d): the C++ kernels of
+backend ``cpu`` where they can be built."""
 # bf16 keeps 8 significant bits: one rounding step of a logit of magnitude ~4 is 2^-6 = 0.016.
 # Norm backends differ by float32 reduction order and where they round to bf16; measured on the
 # CPU: 0.008 (native) to 0.021 (Triton interpreter) against vLLM's own norms; DeepSeek-OCR 2's
