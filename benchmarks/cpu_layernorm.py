@@ -9,6 +9,9 @@ LayerNorm: normswitch's default selection against ``F.layer_norm`` on the float3
 normswitch against the seeds' eager port of ``_layer_norm_fwd`` and ``torch.compile`` of it. vLLM's
 CPU ``_C`` has no LayerNorm or gated norm (its norm ops are ``rms_norm`` and
 ``fused_add_rms_norm``); sgl-kernel's CPU kernels are not installable here (see the results file).
+The channels-first LayerNorm (SAM's neck in DeepSeek-OCR): normswitch against vLLM's
+``LayerNorm2d`` module (``vllm.model_executor.models.deepencoder``, where it imports) and
+``torch.compile`` of it.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from cpu_engines import commit, interleaved_us  # noqa: E402  (the sibling scrip
 
 LN_SHAPES = ((16, 1024), (16, 4096), (256, 1280), (577, 1024), (4096, 1280), (4096, 4096))
 GATED_SHAPES = ((16, 4096), (256, 4096), (4096, 4096))
+CF_SHAPES = ((1, 256, 64, 64), (2, 256, 16, 16))
 DTYPES = (torch.bfloat16, torch.float32)
 
 
@@ -58,6 +62,28 @@ def cases(dtype: torch.dtype):
                 "torch.compile": lambda x=x, z=z, w=w, bias=bias, rms=rms, c=compiled: c(
                     x, w, bias, z, 1e-6, 1024, True, rms),
             }
+    yield from channels_first_cases(dtype)
+
+
+def channels_first_cases(dtype: torch.dtype):
+    """SAM's ``LayerNorm2d`` shapes against vLLM's module (eager and compiled), where it imports."""
+    try:
+        from vllm.model_executor.models.deepencoder import LayerNorm2d
+    except ImportError as exc:
+        print(f"vLLM LayerNorm2d: not importable ({exc})", file=sys.stderr)
+        return
+    for shape in CF_SHAPES:
+        x = torch.randn(*shape).to(dtype)
+        module = LayerNorm2d(shape[1], eps=1e-6).to(dtype).requires_grad_(False)
+        module.weight.normal_()
+        module.bias.normal_()
+        compiled = torch.compile(module, dynamic=False)
+        w, b = module.weight, module.bias
+        yield f"layer_norm_channels_first {' x '.join(map(str, shape))}", {
+            "normswitch": lambda x=x, w=w, b=b: ns.layer_norm_channels_first(x, w, b, 1e-6),
+            "vLLM LayerNorm2d": lambda x=x, m=module: m(x),
+            "torch.compile": lambda x=x, c=compiled: c(x),
+        }
 
 
 def main(argv: Optional[list[str]] = None) -> int:
