@@ -52,6 +52,8 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=25.0,
                    help="do_bench warm-up, ms (long enough for the clocks to rise)")
     p.add_argument("--rep", type=float, default=10.0, help="do_bench repetition time, ms")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="time each point's implementations this many times, interleaved; report the median")
     p.add_argument("--no-graphs", action="store_true",
                    help="time eager calls only (default: also CUDA-graph replays, used for us)")
     p.add_argument("--json", help="write every row and the target check to this file")
@@ -104,7 +106,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     s = Settings(ops=ops, impls=impls, m_grid=_ints(a.M), n_grid=_ints(a.N),
                  extra_dtypes=tuple(d for d in a.extra_dtypes.split(",") if d),
                  extra_shapes=shapes(a.extra_shapes), warmup_ms=a.warmup, rep_ms=a.rep, device=a.device,
-                 graphs=not a.no_graphs, stream=a.stream)
+                 graphs=not a.no_graphs, rounds=max(1, a.rounds), stream=a.stream)
     if a.quick:
         s.m_grid, s.n_grid, s.extra_shapes = (1, 256), (128, 1280), ((256, 1280),)
     meta = environment(a.device)

@@ -37,6 +37,10 @@ class Settings:
     device: str = "cuda"
     seed: int = 0
     graphs: bool = True
+    rounds: int = 1
+    """Timings of each implementation's ``us`` per point, taken in interleaved rounds (a rotated
+    order each round) and reduced to their median, so that drift between the implementations'
+    turns cancels."""
     stream: Optional[str] = None
     """A JSON-lines file that receives each row as soon as it is measured."""
 
@@ -195,22 +199,35 @@ def eager_host_us(fn: Callable[[], Any], device: str) -> float:
     return 1e6 * statistics.median(times)
 
 
-def time_impl(fn: Callable[[], Any], s: Settings, time_fn: Callable) -> dict[str, Any]:
+def time_impl(fn: Callable[[], Any], s: Settings, time_fn: Callable) -> tuple[dict[str, Any], Callable[[], Any]]:
     """Eager time (do_bench of the call), the host time of back-to-back eager calls and, on GPUs,
     the time of a CUDA-graph replay of the call (device time, as engines run it); ``us`` is the
-    latter."""
+    latter. Also returns what ``us`` timed (the replay, else the call) for further rounds."""
     out: dict[str, Any] = {"eager_us": time_fn(fn, s.warmup_ms, s.rep_ms), "timing": "eager",
                            "host_us": eager_host_us(fn, s.device)}
-    out["us"] = out["eager_us"]
+    out["us"], timed = out["eager_us"], fn
     if s.graphs and s.device != "cpu":
         try:
-            replay = capture(fn)
+            timed = capture(fn)
         except Exception as exc:  # not capturable: keep the eager time, say why
             out["graph_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         else:
-            out.update(us=time_fn(replay, s.warmup_ms, s.rep_ms), timing="graph")
-            del replay
-    return out
+            out.update(us=time_fn(timed, s.warmup_ms, s.rep_ms), timing="graph")
+    return out, timed
+
+
+def _more_rounds(rows: list[dict], timed: dict[int, Callable[[], Any]], s: Settings, time_fn: Callable) -> None:
+    """Rounds 2..``s.rounds`` of every timed implementation, in a rotated order each round; each
+    row's ``us`` becomes the median of its rounds (``us_rounds`` keeps them)."""
+    if s.rounds <= 1 or not timed:
+        return
+    order = list(timed)
+    samples = {i: [rows[i]["us"]] for i in order}
+    for r in range(1, s.rounds):
+        for i in order[r % len(order):] + order[:r % len(order)]:
+            samples[i].append(time_fn(timed[i], s.warmup_ms, s.rep_ms))
+    for i in order:
+        rows[i].update(us=statistics.median(samples[i]), us_rounds=samples[i])
 
 
 def run_case(case: Case, s: Settings, c: Ceilings, time_fn: Callable) -> list[dict]:
@@ -218,7 +235,8 @@ def run_case(case: Case, s: Settings, c: Ceilings, time_fn: Callable) -> list[di
     nbytes = case.bytes_moved()
     copy_us = same_bytes_copy_us(c, nbytes, s, time_fn)
     ref = reference(case)
-    rows = []
+    rows: list[dict] = []
+    timed: dict[int, Callable[[], Any]] = {}
     for name in s.impls:
         row = {"op": case.op, "label": case.label, "group": case.group, "M": case.M, "N": case.N,
                "dtype": str(case.dtype).replace("torch.", ""), "impl": name, "bytes": nbytes,
@@ -231,16 +249,18 @@ def run_case(case: Case, s: Settings, c: Ceilings, time_fn: Callable) -> list[di
             if getattr(fn, "served_by", None):
                 row["served_by"] = fn.served_by
             row["err"] = max_error(first_output(fn()), ref, ref.device)
-            row.update(time_impl(fn, s, time_fn))
-            us = row["us"]
+            times, timed[len(rows)] = time_impl(fn, s, time_fn)
+            row.update(times)
         except Unavailable as exc:
             row["skipped"] = str(exc)
         except Exception as exc:  # a failing peer is reported, never fatal
             row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
-        else:
-            row.update(us=us, gbps=nbytes / us / 1e3, pct_copy=100 * nbytes / us / 1e3 / c.copy_gbps,
-                       decode_bound_us=c.empty_us + nbytes / c.copy_gbps / 1e3)
         rows.append(row)
+    _more_rounds(rows, timed, s, time_fn)
+    for i in timed:
+        us = rows[i]["us"]
+        rows[i].update(gbps=nbytes / us / 1e3, pct_copy=100 * nbytes / us / 1e3 / c.copy_gbps,
+                       decode_bound_us=c.empty_us + nbytes / c.copy_gbps / 1e3)
     return rows
 
 
