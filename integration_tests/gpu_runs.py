@@ -40,12 +40,14 @@ devices:
 
 @dataclass
 class Run:
-    """One engine: the checkpoint (``ocr`` or ``dense``), the mode and the environment overrides."""
+    """One engine: the checkpoint (``ocr`` or ``dense``), the mode, the environment overrides and
+    vLLM's ``quantization`` (its own dummy weights then: they are quantized after loading)."""
 
     model: str
     mode: str
     env: dict[str, Optional[str]] = field(default_factory=dict)
     profile: bool = False
+    quantization: Optional[str] = None
 
     @property
     def kinds(self) -> str:
@@ -65,6 +67,8 @@ RUNS = {
     "dense-native": Run("dense", "eager", {"USE_NATIVE_LAYERNORM": "1"}),
     "dense-cuda": Run("dense", "eager", {"NORMSWITCH_BACKEND": "cuda"}),
     "dense-yaml": Run("dense", "eager", {"NORMSWITCH_CONFIG": "{yaml}"}),
+    "fp8-compile-on": Run("dense", "compile", profile=True, quantization="fp8"),
+    "fp8-compile-off": Run("dense", "compile", OFF, profile=True, quantization="fp8"),
 }
 
 
@@ -80,10 +84,12 @@ def results_dir(tmp_path_factory) -> Path:
 def start(name: str, run: Run, checkpoints: dict[str, Path], out: Path) -> subprocess.Popen:
     """Start one engine process; its JSON is ``out/name.json``, its log ``out/name.log``."""
     env = {k: str(out / "normswitch.yaml") if v == "{yaml}" else v for k, v in run.env.items()}
-    scale = DENSE_WEIGHT_SCALE if run.model == "dense" else 0.1
+    scale = 0.0 if run.quantization else DENSE_WEIGHT_SCALE if run.model == "dense" else 0.1
     cmd = [sys.executable, "-m", "integration_tests.gpu_engine", "--model", str(checkpoints[run.model]),
            "--kinds", run.kinds, "--mode", run.mode, "--weight-scale", f"{scale:.6g}",
            "--out", str(out / f"{name}.json")] + (["--profile"] if run.profile else [])
+    if run.quantization:
+        cmd += ["--quantization", run.quantization]
     log = open(out / f"{name}.log", "w")
     return subprocess.Popen(cmd, cwd=REPO, env=engine_env(**GPU_ENV, **env), stdout=log,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -5,7 +5,8 @@ mode (``enforce_eager``) and in vLLM's default compile mode (Inductor + CUDA gra
 plugin and without it (``VLLM_PLUGINS=""``); the dense decoder also under each documented
 backend switch. Eager mode shows the serving backend by normswitch's call counters; compile mode
 by its backend gauges, the IR op priority, and the CUDA kernels of a profiled generation (CUDA
-graph replays included). The OpenAI server answers an image request and exports
+graph replays included). With an FP8 configuration, vLLM's RMSNorm+quant fusion still fires
+with the plugin. The OpenAI server answers an image request and exports
 ``normswitch_*`` on its ``/metrics``. Set up vLLM on the GPU machine with
 ``scripts/gpu_vllm.sh``.
 """
@@ -146,6 +147,28 @@ def test_compile_mode_graph_runs_normswitch_kernels(runs, model):
     if model == "ocr":
         assert _calls(on["kinds"]["image"], "layer_norm") == {"triton": 73}
     print(f"[{model}] normswitch kernels: {ours}")
+
+
+NORM_QUANT_PASS = "rmsnorm_quant_fusion_pass"
+FUSED_NORM_QUANT_KERNELS = ("rms_norm_dynamic_per_token_quant",)
+"""vLLM's fused RMSNorm + dynamic per-token FP8 quant kernel (what its fusion pass emits)."""
+
+
+def test_fp8_norm_quant_fusion_not_defeated(runs):
+    """FP8 (``--quantization fp8``, dynamic per-token activations on Hopper) in compile mode: with
+    the plugin, vLLM's RMSNorm+quant fusion pass still runs and replaces every norm that feeds a
+    quantized linear (2 layers x 2 norms) by its fused kernel; normswitch serves the rest (the
+    final norm before the unquantized lm_head)."""
+    on, off = result(runs, "fp8-compile-on"), result(runs, "fp8-compile-off")
+    assert on["fusion"]["fuse_norm_quant"], on["fusion"]
+    matched_on = on["fusion"]["matches"].get(NORM_QUANT_PASS, 0)
+    matched_off = off["fusion"]["matches"].get(NORM_QUANT_PASS, 0)
+    assert matched_on >= 4 and matched_on >= matched_off, (on["fusion"], off["fusion"])
+    assert _kernels(on, FUSED_NORM_QUANT_KERNELS), sorted(on["kernels"])
+    assert _kernels(on, NORMSWITCH_KERNELS), sorted(on["kernels"])
+    print(f"[fp8] fusion on: {on['fusion']}; off: {off['fusion']}; kernels on: "
+          f"{_kernels(on, FUSED_NORM_QUANT_KERNELS + NORMSWITCH_KERNELS)}; off: "
+          f"{_kernels(off, FUSED_NORM_QUANT_KERNELS + NORMSWITCH_KERNELS + VLLM_RMS_KERNELS)}")
 
 
 def _assert_agree(got: dict, want: dict, what: str) -> None:
