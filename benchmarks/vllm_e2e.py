@@ -1,18 +1,21 @@
 """End to end inside vLLM on the GPU: normswitch on vs off (``VLLM_PLUGINS=""``), in one run.
 
 For each mode (``compile``: vLLM's default Inductor + CUDA graphs; ``eager``: ``enforce_eager``)
-two engine processes stay up side by side on the GPU, one with the plugin and one without; the
-parent sends them the same workload in turns (the order alternating per repetition), so both
-see the same machine state and drift cancels in the paired ratios. Workloads:
+one engine process per variant stays up on the GPU: ``off`` (no plugin), ``on`` (the plugin with
+its defaults) and, if asked, ``vllm_c`` (the plugin with vLLM's own ``_C`` kernels first for the
+decoder norms, through normswitch's ``vllm_c`` backend). The parent sends them the same workload
+in turns (the order rotating per repetition), so all see the same machine state and drift
+cancels in the paired ratios. Workloads:
 
 - ``decode``: 64 prompts of 32 tokens -> 256 new tokens each (decode-heavy);
 - ``prefill``: 64 prompts of 960 tokens -> 4 new tokens each (prefill-heavy);
 - ``image`` (DeepSeek-OCR): one OCR request with the test image -> 8 tokens, one at a time.
 
 Reported per (model, mode, workload): median output tokens/s (or seconds per image request) of
-each side with its interquartile range, and the median and IQR of the paired ratio on/off.
-Usage (on the GPU machine, vLLM set up with ``scripts/gpu_vllm.sh``): ``python -m
-benchmarks.vllm_e2e --model dense --modes compile,eager --reps 15 --markdown FILE``.
+each variant with its interquartile range, and the median and IQR of each variant's paired
+speed-up over ``off``. Usage (on the GPU machine, vLLM set up with ``scripts/gpu_vllm.sh``):
+``python -m benchmarks.vllm_e2e --model dense --layers 16 --modes compile,eager --variants
+on,off,vllm_c --reps 15 --markdown FILE``.
 """
 from __future__ import annotations
 
@@ -31,6 +34,14 @@ REPO = Path(__file__).resolve().parent.parent
 WORKLOADS = {"dense": ("decode", "prefill"), "ocr": ("image",)}
 SHAPES = {"decode": (64, 32, 256), "prefill": (64, 960, 4), "image": (1, 0, 8)}
 """workload -> (prompts, prompt tokens, new tokens)."""
+VLLM_C_CONFIG = """\
+devices:
+  cuda:
+    ops:
+      rms_norm: {backends: [vllm_c, triton, native]}
+      fused_add_rms_norm: {backends: [vllm_c, triton, native]}
+"""
+"""The ``vllm_c`` variant's normswitch config: vLLM's own kernels through normswitch."""
 
 
 def _worker(model: str, kind: str, mode: str, kv_cache_gib: float) -> None:
@@ -68,16 +79,20 @@ def _worker(model: str, kind: str, mode: str, kv_cache_gib: float) -> None:
 
 
 class Engine:
-    """One worker process (plugin on or off) driven over its stdin/stdout."""
+    """One worker process (variant ``off``, ``on`` or ``vllm_c``) driven over its stdin/stdout."""
 
-    def __init__(self, model: str, kind: str, mode: str, plugin: bool, log: Path, kv_cache_gib: float) -> None:
-        # No compile cache: the engines with and without the plugin never share a compiled graph.
+    def __init__(self, model: str, kind: str, mode: str, variant: str, log: Path, kv_cache_gib: float) -> None:
+        # No compile cache: the engines never share a compiled graph.
         env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_DISABLE_COMPILE_CACHE="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         env.pop("NORMSWITCH_COUNT_CALLS", None)
-        if not plugin:
+        if variant == "off":
             env["VLLM_PLUGINS"] = ""
-        self.name = f"{mode}-{'on' if plugin else 'off'}"
+        elif variant == "vllm_c":
+            config = log.with_suffix(".yaml")
+            config.write_text(VLLM_C_CONFIG)
+            env["NORMSWITCH_CONFIG"] = str(config)
+        self.name = f"{mode}-{variant}"
         self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.vllm_e2e", "--worker", model, kind, mode,
                                       str(kv_cache_gib)],
                                      cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -115,26 +130,24 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(values), q[2]
 
 
-def measure(model_dir: str, kind: str, modes: list[str], reps: int, deadline: float,
+def measure(model_dir: str, kind: str, modes: list[str], variants: list[str], reps: int, deadline: float,
             logs: Path, kv_cache_gib: float = 8.0) -> list[dict]:
-    """Start both engines of every mode at once, then alternate the workloads; one row per
+    """Start every (mode, variant) engine at once, then alternate the workloads; one row per
     (mode, workload). Stops repeating once ``time.monotonic()`` passes ``deadline``."""
-    engines = {(mode, plugin): Engine(model_dir, kind, mode, plugin, logs / f"{kind}-{mode}-{plugin}.log",
-                                            kv_cache_gib)
-               for mode in modes for plugin in (True, False)}
+    engines = {(mode, v): Engine(model_dir, kind, mode, v, logs / f"{kind}-{mode}-{v}.log", kv_cache_gib)
+               for mode in modes for v in variants}
     try:
         for engine in engines.values():
             engine.wait_ready()
-        samples: dict[tuple[str, str, bool], list[float]] = {}
+        samples: dict[tuple[str, str, str], list[float]] = {}
         for rep in range(reps + 1):  # the first repetition warms up and is dropped
             for mode in modes:
                 for workload in WORKLOADS[kind]:
-                    order = (True, False) if rep % 2 else (False, True)
-                    for plugin in order:
-                        got = engines[(mode, plugin)].time(workload)
+                    for v in variants[rep % len(variants):] + variants[:rep % len(variants)]:
+                        got = engines[(mode, v)].time(workload)
                         rate = got["seconds"] if workload == "image" else got["tokens"] / got["seconds"]
                         if rep:
-                            samples.setdefault((mode, workload, plugin), []).append(rate)
+                            samples.setdefault((mode, workload, v), []).append(rate)
             if rep and time.monotonic() > deadline:
                 break
     finally:
@@ -143,26 +156,35 @@ def measure(model_dir: str, kind: str, modes: list[str], reps: int, deadline: fl
     rows = []
     for mode in modes:
         for workload in WORKLOADS[kind]:
-            on, off = samples[(mode, workload, True)], samples[(mode, workload, False)]
-            ratios = [a / b for a, b in zip(on, off)]
-            if workload == "image":  # seconds per request: on/off < 1 means normswitch is faster
-                ratios = [b / a for a, b in zip(on, off)]
-            rows.append({"model": kind, "mode": mode, "workload": workload, "reps": len(on),
-                         "unit": "s/request" if workload == "image" else "output tokens/s",
-                         "on": _quartiles(on), "off": _quartiles(off), "speedup": _quartiles(ratios)})
+            off = samples[(mode, workload, "off")]
+            row = {"model": kind, "mode": mode, "workload": workload, "reps": len(off),
+                   "unit": "s/request" if workload == "image" else "output tokens/s", "variants": {}}
+            for v in variants:
+                got = samples[(mode, workload, v)]
+                # speed-up over off: > 1 means faster (seconds per request are inverted)
+                ratios = [b / a if workload == "image" else a / b for a, b in zip(got, off)]
+                row["variants"][v] = {"value": _quartiles(got), "speedup": _quartiles(ratios)}
+            rows.append(row)
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    """The result table (median [p25, p75]); speed-up > 1: normswitch faster."""
-    lines = ["| model | mode | workload | unit | plugin on | plugin off | speed-up on/off | reps |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """The result table, median [p25, p75]; speed-up over ``off`` > 1: faster than vLLM alone."""
+    variants = list(rows[0]["variants"]) if rows else []
+    others = [v for v in variants if v != "off"]
+    head = ["model", "mode", "workload", "unit", *variants, *(f"speed-up {v}/off" for v in others), "reps"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+
+    def cell(q):
+        return f"{q[1]:.4g} [{q[0]:.4g}, {q[2]:.4g}]"
+
     for r in rows:
-        def cell(q):
-            return f"{q[1]:.4g} [{q[0]:.4g}, {q[2]:.4g}]"
-        lines.append(f"| {r['model']} | {r['mode']} | {r['workload']} | {r['unit']} | {cell(r['on'])} "
-                     f"| {cell(r['off'])} | {r['speedup'][1]:.3f} [{r['speedup'][0]:.3f}, {r['speedup'][2]:.3f}] "
-                     f"| {r['reps']} |")
+        got = r["variants"]
+        speedups = [f"{got[v]['speedup'][1]:.3f} [{got[v]['speedup'][0]:.3f}, {got[v]['speedup'][2]:.3f}]"
+                    for v in others]
+        lines.append("| " + " | ".join([r["model"], r["mode"], r["workload"], r["unit"],
+                                        *(cell(got[v]["value"]) for v in variants), *speedups,
+                                        str(r["reps"])]) + " |")
     return "\n".join(lines)
 
 
@@ -174,6 +196,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("dense", "ocr"), action="append", required=True)
     parser.add_argument("--modes", default="compile,eager")
+    parser.add_argument("--variants", default="on,off", help="comma-separated: on, off, vllm_c (off is always run)")
+    parser.add_argument("--layers", type=int, default=2, help="decoder layers of the dense model (hidden 4096)")
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--budget-s", type=float, default=300.0,
                         help="no new repetition starts this many seconds after the start")
@@ -190,11 +214,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="vllm-e2e-"))
     logs = Path(args.logs or work)
     logs.mkdir(parents=True, exist_ok=True)
-    builders = {"dense": build_dense_checkpoint, "ocr": build_checkpoint}
+    builders = {"dense": lambda path: build_dense_checkpoint(path, layers=args.layers), "ocr": build_checkpoint}
+    variants = [v for v in args.variants.split(",") if v]
+    variants += [] if "off" in variants else ["off"]
     rows = []
     for kind in args.model:
         model_dir = builders[kind](work / kind)
-        rows += measure(str(model_dir), kind, args.modes.split(","), args.reps, deadline, logs,
+        rows += measure(str(model_dir), kind, args.modes.split(","), variants, args.reps, deadline, logs,
                         args.kv_cache_gib)
         print(markdown(rows), flush=True)
     if args.markdown:

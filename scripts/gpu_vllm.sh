@@ -18,8 +18,9 @@
 #                                          integration tests (markers gpu and vllm), their log
 #                                          and a tar of every engine's log and JSON under $OUT;
 #   scripts/gpu_vllm.sh bench SECONDS      on the GPU machine after the install: benchmarks/vllm_e2e.py
-#                                          (dense model, compile and eager) within SECONDS, table
-#                                          and engine logs under $OUT.
+#                                          (dense model with plugin on/off/vllm_c kernels, then
+#                                          DeepSeek-OCR on/off; compile and eager) within SECONDS,
+#                                          tables and engine logs under $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VLLM_VERSION=0.26.0
@@ -120,9 +121,16 @@ run_bench() {
     eval "$(env_line)"
     local out=${OUT:-/tmp/out}
     mkdir -p "$out/e2e"
-    # The last repetition starts by SECONDS - 40 (one takes a few seconds, stopping the engines more).
-    timeout "$seconds" python3 -m benchmarks.vllm_e2e --model dense --modes compile,eager --reps 30 \
-        --budget-s $((seconds - 40)) --logs "$out/e2e" --markdown "$out/e2e.md" --json "$out/e2e.json" || true
+    # Two thirds for the dense model (16 layers of hidden 4096; three variants per mode), the rest
+    # for DeepSeek-OCR; each run's last repetition starts 45 s before its share ends.
+    local dense=$((seconds * 2 / 3)) ocr
+    ocr=$((seconds - dense))
+    timeout "$dense" python3 -m benchmarks.vllm_e2e --model dense --layers 16 --variants on,off,vllm_c \
+        --modes compile,eager --reps 40 --kv-cache-gib 4 --budget-s $((dense - 45)) --logs "$out/e2e" \
+        --markdown "$out/e2e-dense.md" --json "$out/e2e-dense.json" || true
+    timeout "$ocr" python3 -m benchmarks.vllm_e2e --model ocr --variants on,off --modes compile,eager \
+        --reps 40 --kv-cache-gib 2 --budget-s $((ocr - 45)) --logs "$out/e2e" \
+        --markdown "$out/e2e-ocr.md" --json "$out/e2e-ocr.json" || true
     tar -czf "$out/e2e-logs.tgz" -C "$out" e2e && rm -rf "$out/e2e"
 }
 
