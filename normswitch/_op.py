@@ -22,7 +22,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from . import _fast, numerics
 from ._fast import VALUE
-from .registry import REGISTRY, BackendUnavailableError
+from .registry import REGISTRY, BackendUnavailableError, log
 
 Tensor = torch.Tensor
 _is_compiling = torch.compiler.is_compiling
@@ -163,7 +163,7 @@ class Op:
                 fixes.append((i, k))
         if len(REGISTRY.fast) >= FAST_LIMIT:
             REGISTRY.fast.clear()
-        REGISTRY.fast[key] = (entry[1].candidates[0][1], entry, tuple(fixes))
+        REGISTRY.fast[key] = (_bound(entry[1].candidates[0][1], kargs), entry, tuple(fixes))
 
     def _entry(self, kargs: tuple, backend: Optional[str]) -> tuple:
         """The registry's ``(plan key, plan)`` for kernel arguments ``kargs``."""
@@ -244,3 +244,24 @@ def writable_rows(t: Tensor) -> Optional[Tensor]:
 def strided(t: Optional[Tensor]) -> bool:
     """True when the rows of 2-D ``t`` are not packed (``stride(0) != N`` with M > 1)."""
     return t is not None and t.shape[0] > 1 and t.stride(0) != t.shape[1]
+
+
+def _bound(fn: Callable, kargs: tuple) -> Callable:
+    """The kernel function the fast path calls for calls of ``kargs``' kind: the backend's bound
+    form where it has one (``fn.bind(*kargs)``: the same function with the launch worked out once,
+    see ``kernels/triton/bound.py``), else ``fn``."""
+    bind = getattr(fn, "bind", None)
+    if bind is None:
+        return fn
+    try:
+        return bind(*kargs) or fn
+    except Exception as exc:  # the unbound launch still serves the call kind; say why once
+        if type(exc) not in _BIND_FAILURES:
+            _BIND_FAILURES.add(type(exc))
+            log.warning("normswitch: %s: launches not bound (%s: %s); using the ordinary launch",
+                        getattr(fn, "__qualname__", fn), type(exc).__name__, exc)
+        return fn
+
+
+_BIND_FAILURES: set[type] = set()
+
