@@ -52,7 +52,7 @@ def runs(checkpoint, tmp_path_factory) -> dict[str, dict]:
     deadline = time.monotonic() + gpu_runs.RUN_TIMEOUT_S
     server = Server(str(checkpoint), free_port(), "bfloat16",
                     engine_env(VLLM_ENABLE_V1_MULTIPROCESSING=None, **gpu_runs.GPU_ENV),
-                    out / "server.log", SERVER_ARGS)
+                    out / "server.log", extra=SERVER_ARGS)
     procs = {name: gpu_runs.start(name, run, checkpoints, out) for name, run in RUNS.items()}
     try:
         server.wait_ready(gpu_runs.RUN_TIMEOUT_S)
@@ -156,19 +156,20 @@ FUSED_NORM_QUANT_KERNELS = ("rms_norm_dynamic_per_token_quant",)
 
 def test_fp8_norm_quant_fusion_not_defeated(runs):
     """FP8 (``--quantization fp8``, dynamic per-token activations on Hopper) in compile mode: with
-    the plugin, vLLM's RMSNorm+quant fusion pass still runs and replaces every norm that feeds a
-    quantized linear (2 layers x 2 norms) by its fused kernel; normswitch serves the rest (the
-    final norm before the unquantized lm_head)."""
+    the plugin (its IR provider first), vLLM enables its RMSNorm+quant fusion pass and the graph
+    runs vLLM's fused norm+quant kernel for every norm that feeds a quantized linear (2 layers x 2
+    norms per step), normswitch's kernel for the rest (the final norm before the unquantized
+    lm_head). Without the plugin vLLM leaves the pass off and Inductor fuses the norms into its
+    own quant kernels: the plugin does not block either fusion."""
     on, off = result(runs, "fp8-compile-on"), result(runs, "fp8-compile-off")
     assert on["fusion"]["fuse_norm_quant"], on["fusion"]
-    matched_on = on["fusion"]["matches"].get(NORM_QUANT_PASS, 0)
-    matched_off = off["fusion"]["matches"].get(NORM_QUANT_PASS, 0)
-    assert matched_on >= 4 and matched_on >= matched_off, (on["fusion"], off["fusion"])
-    assert _kernels(on, FUSED_NORM_QUANT_KERNELS), sorted(on["kernels"])
-    assert _kernels(on, NORMSWITCH_KERNELS), sorted(on["kernels"])
-    print(f"[fp8] fusion on: {on['fusion']}; off: {off['fusion']}; kernels on: "
-          f"{_kernels(on, FUSED_NORM_QUANT_KERNELS + NORMSWITCH_KERNELS)}; off: "
-          f"{_kernels(off, FUSED_NORM_QUANT_KERNELS + NORMSWITCH_KERNELS + VLLM_RMS_KERNELS)}")
+    fused = sum(_kernels(on, FUSED_NORM_QUANT_KERNELS).values())
+    ours = sum(_kernels(on, NORMSWITCH_KERNELS).values())
+    assert fused >= 4 * ours > 0, (fused, ours, sorted(on["kernels"]))
+    inductor = {k: n for k, n in off["kernels"].items() if "rms_norm" in k and "scaled_mm" in k}
+    assert off["fusion"]["fuse_norm_quant"] or inductor, sorted(off["kernels"])
+    print(f"[fp8] plugin on: {on['fusion']}, fused norm+quant launches {fused}, normswitch {ours}; "
+          f"off: {off['fusion']}, Inductor norm+quant kernels {inductor}")
 
 
 def _assert_agree(got: dict, want: dict, what: str) -> None:
