@@ -236,7 +236,8 @@ def run_case(case: Case, s: Settings, c: Ceilings, time_fn: Callable) -> list[di
     copy_us = same_bytes_copy_us(c, nbytes, s, time_fn)
     ref = reference(case)
     rows: list[dict] = []
-    timed: dict[int, Callable[[], Any]] = {}
+    measured: list[int] = []
+    timed: dict[int, Callable[[], Any]] = {}  # kept for more rounds only (a graph holds its outputs)
     for name in s.impls:
         row = {"op": case.op, "label": case.label, "group": case.group, "M": case.M, "N": case.N,
                "dtype": str(case.dtype).replace("torch.", ""), "impl": name, "bytes": nbytes,
@@ -249,15 +250,19 @@ def run_case(case: Case, s: Settings, c: Ceilings, time_fn: Callable) -> list[di
             if getattr(fn, "served_by", None):
                 row["served_by"] = fn.served_by
             row["err"] = max_error(first_output(fn()), ref, ref.device)
-            times, timed[len(rows)] = time_impl(fn, s, time_fn)
+            times, replay = time_impl(fn, s, time_fn)
             row.update(times)
+            measured.append(len(rows))
+            if s.rounds > 1:
+                timed[len(rows)] = replay
+            del replay
         except Unavailable as exc:
             row["skipped"] = str(exc)
         except Exception as exc:  # a failing peer is reported, never fatal
             row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         rows.append(row)
     _more_rounds(rows, timed, s, time_fn)
-    for i in timed:
+    for i in measured:
         us = rows[i]["us"]
         rows[i].update(gbps=nbytes / us / 1e3, pct_copy=100 * nbytes / us / 1e3 / c.copy_gbps,
                        decode_bound_us=c.empty_us + nbytes / c.copy_gbps / 1e3)

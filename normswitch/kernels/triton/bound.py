@@ -52,15 +52,15 @@ class RowLaunch:
     roles : tuple of torch.Tensor or None
         The sample call's tensors in the order :meth:`__call__` receives them; every tensor
         argument must be one of them.
-    rows_per_program, n_groups, num_warps, params_first_max : int
-        The grid rule (``ceil(M * n_groups / rows_per_program)`` programs), and ``PARAMS_FIRST``
-        is true for grids of at most ``params_first_max`` programs.
+    num_warps, params_first_max : int
+        The launch's warps; ``PARAMS_FIRST`` is true for grids of at most ``params_first_max``
+        programs. The grid is ``ceil(M * n_groups / BLOCK_M)`` programs, both read from ``args``.
     """
 
     def __init__(self, kernel: Any, args: list, roles: tuple[Optional[torch.Tensor], ...], *,
-                 rows_per_program: int, n_groups: int, num_warps: int, params_first_max: int) -> None:
+                 num_warps: int, params_first_max: int) -> None:
         names = list(kernel.arg_names)
-        if len(names) != len(args) or "M" not in names or "PARAMS_FIRST" not in names:
+        if len(names) != len(args) or not {"M", "n_groups", "BLOCK_M", "PARAMS_FIRST"} <= set(names):
             raise ValueError(f"{len(args)} arguments for the parameters {names}")
         self.kernel, self.template = kernel, list(args)
         self.fill = []
@@ -69,7 +69,7 @@ class RowLaunch:
                 self.fill.append((slot, next(i for i, t in enumerate(roles) if t is value)))
                 self.template[slot] = None
         self.m_slot, self.pf_slot = names.index("M"), names.index("PARAMS_FIRST")
-        self.rows_per_program, self.n_groups = rows_per_program, n_groups
+        self.rows_per_program, self.n_groups = args[names.index("BLOCK_M")], args[names.index("n_groups")]
         self.num_warps, self.params_first_max = num_warps, params_first_max
         self.compiled: dict[bool, Any] = {}
         self.unbound = False

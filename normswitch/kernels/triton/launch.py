@@ -108,10 +108,7 @@ def bind_rownorm(x: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> Optional[Ro
     if not bindable() or x.shape[0] == 0 or any(t is not None and t.data_ptr() % ALIGN for t in roles):
         return None
     kernel, _, args, num_warps = _rownorm_args(x, y, contiguous=True, **kwargs)
-    _, block_m, _, _ = kwargs.get("config") or row_config(x.shape[1] // kwargs.get("n_groups", 1), MAX_FUSED_N,
-                                                          LOOP_BLOCK_N)
-    return RowLaunch(kernel, args, roles, rows_per_program=block_m, n_groups=kwargs.get("n_groups", 1),
-                     num_warps=num_warps, params_first_max=PARAMS_FIRST_MAX_PROGRAMS)
+    return RowLaunch(kernel, args, roles, num_warps=num_warps, params_first_max=PARAMS_FIRST_MAX_PROGRAMS)
 
 
 def _out(x: torch.Tensor, out: Optional[torch.Tensor]) -> torch.Tensor:
