@@ -199,33 +199,40 @@ def eager_host_us(fn: Callable[[], Any], device: str) -> float:
     return 1e6 * statistics.median(times)
 
 
-def time_impl(fn: Callable[[], Any], s: Settings, time_fn: Callable) -> tuple[dict[str, Any], Callable[[], Any]]:
+def time_impl(fn: Callable[[], Any], s: Settings, time_fn: Callable) -> dict[str, Any]:
     """Eager time (do_bench of the call), the host time of back-to-back eager calls and, on GPUs,
     the time of a CUDA-graph replay of the call (device time, as engines run it); ``us`` is the
-    latter. Also returns what ``us`` timed (the replay, else the call) for further rounds."""
+    latter (``timing`` says which)."""
     out: dict[str, Any] = {"eager_us": time_fn(fn, s.warmup_ms, s.rep_ms), "timing": "eager",
                            "host_us": eager_host_us(fn, s.device)}
-    out["us"], timed = out["eager_us"], fn
+    out["us"] = out["eager_us"]
     if s.graphs and s.device != "cpu":
         try:
-            timed = capture(fn)
+            replay = capture(fn)
         except Exception as exc:  # not capturable: keep the eager time, say why
             out["graph_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         else:
-            out.update(us=time_fn(timed, s.warmup_ms, s.rep_ms), timing="graph")
-    return out, timed
+            out.update(us=time_fn(replay, s.warmup_ms, s.rep_ms), timing="graph")
+            del replay  # a graph holds its outputs
+    return out
 
 
-def _more_rounds(rows: list[dict], timed: dict[int, Callable[[], Any]], s: Settings, time_fn: Callable) -> None:
+def _more_rounds(rows: list[dict], timed: dict[int, tuple[Callable[[], Any], bool]], s: Settings,
+                 time_fn: Callable) -> None:
     """Rounds 2..``s.rounds`` of every timed implementation, in a rotated order each round; each
-    row's ``us`` becomes the median of its rounds (``us_rounds`` keeps them)."""
+    row's ``us`` becomes the median of its rounds (``us_rounds`` keeps them). A graph-timed call
+    is captured afresh each round: a replay's time depends on where its graph's buffers landed,
+    which repeated replays of one graph never sample."""
     if s.rounds <= 1 or not timed:
         return
     order = list(timed)
     samples = {i: [rows[i]["us"]] for i in order}
     for r in range(1, s.rounds):
         for i in order[r % len(order):] + order[:r % len(order)]:
-            samples[i].append(time_fn(timed[i], s.warmup_ms, s.rep_ms))
+            fn, graph = timed[i]
+            replay = capture(fn) if graph else fn
+            samples[i].append(time_fn(replay, s.warmup_ms, s.rep_ms))
+            del replay
     for i in order:
         rows[i].update(us=statistics.median(samples[i]), us_rounds=samples[i])
 
@@ -237,7 +244,7 @@ def run_case(case: Case, s: Settings, c: Ceilings, time_fn: Callable) -> list[di
     ref = reference(case)
     rows: list[dict] = []
     measured: list[int] = []
-    timed: dict[int, Callable[[], Any]] = {}  # kept for more rounds only (a graph holds its outputs)
+    timed: dict[int, tuple[Callable[[], Any], bool]] = {}  # (call, graph-timed) for more rounds
     for name in s.impls:
         row = {"op": case.op, "label": case.label, "group": case.group, "M": case.M, "N": case.N,
                "dtype": str(case.dtype).replace("torch.", ""), "impl": name, "bytes": nbytes,
@@ -250,12 +257,9 @@ def run_case(case: Case, s: Settings, c: Ceilings, time_fn: Callable) -> list[di
             if getattr(fn, "served_by", None):
                 row["served_by"] = fn.served_by
             row["err"] = max_error(first_output(fn()), ref, ref.device)
-            times, replay = time_impl(fn, s, time_fn)
-            row.update(times)
+            row.update(time_impl(fn, s, time_fn))
             measured.append(len(rows))
-            if s.rounds > 1:
-                timed[len(rows)] = replay
-            del replay
+            timed[len(rows)] = (fn, row["timing"] == "graph")
         except Unavailable as exc:
             row["skipped"] = str(exc)
         except Exception as exc:  # a failing peer is reported, never fatal

@@ -130,7 +130,7 @@ def measure(g: Group, backends: list[str], s: Settings, time_fn: Callable, metri
         for name in passed:
             step(f"{name} (time {r + 1}/{rounds})")
             for i, smp in enumerate(g.samples):
-                t, _ = time_impl(functools.partial(decl.public, **smp.kwargs, backend=name), s, time_fn)
+                t = time_impl(functools.partial(decl.public, **smp.kwargs, backend=name), s, time_fn)
                 old = best.setdefault((name, i), {"us": t["us"], "host_us": t["host_us"]})
                 old["us"], old["host_us"] = min(old["us"], t["us"]), min(old["host_us"], t["host_us"])
     n = len(g.samples)
