@@ -23,16 +23,12 @@ from typing import Any, Optional
 import torch
 
 import triton
+from triton.runtime import driver
 
 try:
     from triton import knobs as _knobs
 except ImportError:  # older Triton: no launch hooks to honour
     _knobs = None
-
-_current_device = torch.cuda.current_device
-_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or (
-    lambda device: torch.cuda.current_stream(device).cuda_stream)
-"""The current device and its current stream, as Triton's own launch reads them under torch."""
 
 ALIGN = 16
 """Byte alignment Triton specializes pointer arguments on."""
@@ -84,21 +80,21 @@ class RowLaunch:
         when a tensor is not 16-byte aligned (the ordinary launch serves such calls)."""
         if self.unbound:
             return False
-        ptrs = [0 if t is None else t.data_ptr() for t in tensors]
         bits = 0
-        for p in ptrs:
-            bits |= p
+        for t in tensors:
+            if t is not None:
+                bits |= t.data_ptr()
         if bits % ALIGN:
             return False
         programs = -(-m * self.n_groups // self.rows_per_program)
         params_first = programs <= self.params_first_max
         args = self.template.copy()
+        for slot, role in self.fill:
+            args[slot] = tensors[role]
         args[self.m_slot] = m
         args[self.pf_slot] = params_first
         compiled = self.compiled.get(params_first)
         if compiled is None:  # the ordinary launch, once per variant: it compiles and returns the kernel
-            for slot, role in self.fill:
-                args[slot] = tensors[role]
             compiled = self.kernel[(programs,)](*args, num_warps=self.num_warps)
             if not all(hasattr(compiled, a) for a in ("_init_handles", "launch_metadata", "packed_metadata")):
                 self.unbound = True  # launched; later calls take the ordinary launch
@@ -106,14 +102,12 @@ class RowLaunch:
             compiled._init_handles()
             self.compiled[params_first] = compiled
             return True
-        # The launcher takes the addresses as ints: a tensor would cost it a data_ptr() call and
-        # a driver query per pointer parameter. The fast path's key fixes every tensor's device.
-        for slot, role in self.fill:
-            args[slot] = ptrs[role]
-        stream = _raw_stream(_current_device())
+        device = driver.active.get_current_device()
+        stream = driver.active.get_current_stream(device)
+        grid = (programs, 1, 1)
         enter, leave = _hooks()
-        meta = None if enter is None else compiled.launch_metadata((programs, 1, 1), stream, *args)
-        compiled.run(programs, 1, 1, stream, compiled.function, compiled.packed_metadata, meta, enter, leave, *args)
+        compiled.run(programs, 1, 1, stream, compiled.function, compiled.packed_metadata,
+                     compiled.launch_metadata(grid, stream, *args), enter, leave, *args)
         return True
 
 
