@@ -40,9 +40,10 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
                         "host time of back-to-back eager calls (engines without CUDA graphs)")
     p.add_argument("--warmup", type=float, default=25.0, help="do_bench warm-up, ms")
     p.add_argument("--rep", type=float, default=10.0, help="do_bench repetition time, ms")
-    p.add_argument("--rounds", type=int, default=None,
-                   help="time each backend this many times over, keeping its least time (default: 1 on GPUs, "
-                        "3 on CPU, where other processes share the cores)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="time each backend this many times over, keeping its least time: on CPU other processes "
+                        "share the cores; on GPUs each round captures a new graph, and graphs of one call "
+                        "differ by a few percent")
     p.add_argument("--no-graphs", action="store_true", help="device time of eager calls, not graph replays")
     p.add_argument("--time-limit", type=float, default=None,
                    help="seconds: past this, the groups not yet measured are skipped and the file is written")
@@ -113,7 +114,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     groups = measure.group(samples)
     allowed = tuple(b for b in a.backends.split(",") if b) or None
     per_group = [(g, measure.candidates(g, allowed)) for g in groups]
-    rounds = a.rounds or (3 if device == "cpu" else 1)
+    rounds = max(1, a.rounds)
     bar = progress(a.no_progress)
     bar = bar(sum(len(c) for _, c in per_group) * (1 + rounds)) if bar else None
 
