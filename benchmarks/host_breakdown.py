@@ -3,9 +3,9 @@
 A loop of back-to-back calls at M = 1 (no sync between calls, the median of 7 loops), for
 ``F.rms_norm`` / ``F.layer_norm`` and for each layer of normswitch's call: the public op, its
 fast entry's kernel function (the bound launch), the bound launch on preallocated outputs, the
-fast key, ``torch.empty`` and an empty Triton kernel (ordinary and bound launch). Then a
-``cProfile`` of the public grouped gated norm and channels-first LayerNorm, and the CUDA API
-calls of one public call of each op (``torch.profiler``), so that a host cost that is not a
+fast key, ``torch.empty`` and an empty Triton kernel (ordinary launch). Then a ``cProfile`` of
+the public rms_norm, gated norm (ungrouped and g=128) and channels-first LayerNorm, and the
+ATen ops and CUDA API calls of ten public calls of each (``torch.profiler``), so that a host cost that is not a
 Python function shows up as the driver call it is.
 
 Usage: ``python -m benchmarks.host_breakdown [--json FILE]`` on a machine with a CUDA GPU.
@@ -100,7 +100,7 @@ def layers(N: int, dtype: torch.dtype) -> dict[str, float]:
 
 
 def profile(fn: Callable[[], Any], calls: int = 300, top: int = 14) -> str:
-    """The cumulative-time head of a cProfile of ``calls`` calls."""
+    """The ``top`` functions by own time in a cProfile of ``calls`` calls."""
     for _ in range(20):
         fn()
     prof = cProfile.Profile()
@@ -115,7 +115,7 @@ def profile(fn: Callable[[], Any], calls: int = 300, top: int = 14) -> str:
 
 
 def api_calls(fn: Callable[[], Any]) -> list[tuple[str, int]]:
-    """CUDA runtime/driver calls (and ATen ops) of one call after warm-up: names and counts."""
+    """ATen ops and CUDA runtime/driver calls of ten calls after warm-up: names and counts."""
     for _ in range(20):
         fn()
     torch.cuda.synchronize()

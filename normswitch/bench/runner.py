@@ -213,7 +213,6 @@ def time_impl(fn: Callable[[], Any], s: Settings, time_fn: Callable) -> dict[str
             out["graph_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         else:
             out.update(us=time_fn(replay, s.warmup_ms, s.rep_ms), timing="graph")
-            del replay  # a graph holds its outputs
     return out
 
 
@@ -230,9 +229,7 @@ def _more_rounds(rows: list[dict], timed: dict[int, tuple[Callable[[], Any], boo
     for r in range(1, s.rounds):
         for i in order[r % len(order):] + order[:r % len(order)]:
             fn, graph = timed[i]
-            replay = capture(fn) if graph else fn
-            samples[i].append(time_fn(replay, s.warmup_ms, s.rep_ms))
-            del replay
+            samples[i].append(time_fn(capture(fn) if graph else fn, s.warmup_ms, s.rep_ms))
     for i in order:
         rows[i].update(us=statistics.median(samples[i]), us_rounds=samples[i])
 
