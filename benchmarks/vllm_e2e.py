@@ -2,8 +2,10 @@
 
 For each mode (``compile``: vLLM's default Inductor + CUDA graphs; ``eager``: ``enforce_eager``)
 one engine process per variant stays up on the GPU: ``off`` (no plugin), ``on`` (the plugin with
-its defaults) and, if asked, ``vllm_c`` (the plugin with vLLM's own ``_C`` kernels first for the
-decoder norms, through normswitch's ``vllm_c`` backend). The parent sends them the same workload
+its defaults; under ``enforce_eager`` that includes the eager preset ``configs/cuda-eager.yaml``)
+and, if asked, ``vllm_c`` (the plugin with vLLM's own ``_C`` kernels first for the decoder norms,
+through normswitch's ``vllm_c`` backend) and ``triton`` (the plugin with Triton first for every
+op, the built-in order, whatever the mode). The parent sends them the same workload
 in turns (the order rotating per repetition), so all see the same machine state and drift
 cancels in the paired ratios. Workloads:
 
@@ -42,6 +44,13 @@ devices:
       fused_add_rms_norm: {backends: [vllm_c, triton, native]}
 """
 """The ``vllm_c`` variant's normswitch config: vLLM's own kernels through normswitch."""
+TRITON_CONFIG = """\
+devices:
+  cuda:
+    backends: [triton, sgl_kernel, vllm_c, cuda, native]
+"""
+"""The ``triton`` variant's normswitch config: the built-in order, over any preset."""
+CONFIGS = {"vllm_c": VLLM_C_CONFIG, "triton": TRITON_CONFIG}
 
 
 def _worker(model: str, kind: str, mode: str, kv_cache_gib: float) -> None:
@@ -79,7 +88,7 @@ def _worker(model: str, kind: str, mode: str, kv_cache_gib: float) -> None:
 
 
 class Engine:
-    """One worker process (variant ``off``, ``on`` or ``vllm_c``) driven over its stdin/stdout."""
+    """One worker process (variant ``off``, ``on``, ``vllm_c`` or ``triton``) driven over its stdin/stdout."""
 
     def __init__(self, model: str, kind: str, mode: str, variant: str, log: Path, kv_cache_gib: float) -> None:
         # No compile cache: the engines never share a compiled graph.
@@ -88,9 +97,9 @@ class Engine:
         env.pop("NORMSWITCH_COUNT_CALLS", None)
         if variant == "off":
             env["VLLM_PLUGINS"] = ""
-        elif variant == "vllm_c":
+        elif variant in CONFIGS:
             config = log.with_suffix(".yaml")
-            config.write_text(VLLM_C_CONFIG)
+            config.write_text(CONFIGS[variant])
             env["NORMSWITCH_CONFIG"] = str(config)
         self.name = f"{mode}-{variant}"
         self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.vllm_e2e", "--worker", model, kind, mode,
@@ -196,7 +205,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("dense", "ocr"), action="append", required=True)
     parser.add_argument("--modes", default="compile,eager")
-    parser.add_argument("--variants", default="on,off", help="comma-separated: on, off, vllm_c (off is always run)")
+    parser.add_argument("--variants", default="on,off",
+                        help="comma-separated: on, off, vllm_c, triton (off is always run)")
     parser.add_argument("--layers", type=int, default=2, help="decoder layers of the dense model (hidden 4096)")
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--budget-s", type=float, default=300.0,

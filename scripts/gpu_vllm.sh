@@ -18,9 +18,10 @@
 #                                          integration tests (markers gpu and vllm), their log
 #                                          and a tar of every engine's log and JSON under $OUT;
 #   scripts/gpu_vllm.sh bench SECONDS      on the GPU machine after the install: benchmarks/vllm_e2e.py
-#                                          (dense model with plugin on/off/vllm_c kernels, then
-#                                          DeepSeek-OCR on/off; compile and eager) within SECONDS,
-#                                          tables and engine logs under $OUT.
+#                                          (dense model, then DeepSeek-OCR; variants E2E_VARIANTS,
+#                                          default on,off,triton; modes E2E_MODES, default
+#                                          compile,eager) within SECONDS, tables and engine logs
+#                                          under $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VLLM_VERSION=0.26.0
@@ -121,14 +122,16 @@ run_bench() {
     eval "$(env_line)"
     local out=${OUT:-/tmp/out}
     mkdir -p "$out/e2e"
-    # Two thirds for the dense model (16 layers of hidden 4096; three variants per mode), the rest
+    # Two thirds for the dense model (16 layers of hidden 4096), the rest
     # for DeepSeek-OCR; each run's last repetition starts 45 s before its share ends.
     local dense=$((seconds * 2 / 3)) ocr
+    # Variants and modes: E2E_VARIANTS (default on,off,triton), E2E_MODES (default compile,eager).
+    E2E_VARIANTS=${E2E_VARIANTS:-on,off,triton} E2E_MODES=${E2E_MODES:-compile,eager}
     ocr=$((seconds - dense))
-    timeout "$dense" python3 -m benchmarks.vllm_e2e --model dense --layers 16 --variants on,off,vllm_c \
-        --modes compile,eager --reps 40 --kv-cache-gib 4 --budget-s $((dense - 45)) --logs "$out/e2e" \
+    timeout "$dense" python3 -m benchmarks.vllm_e2e --model dense --layers 16 --variants "$E2E_VARIANTS" \
+        --modes "$E2E_MODES" --reps 40 --kv-cache-gib 4 --budget-s $((dense - 45)) --logs "$out/e2e" \
         --markdown "$out/e2e-dense.md" --json "$out/e2e-dense.json" || true
-    timeout "$ocr" python3 -m benchmarks.vllm_e2e --model ocr --variants on,off --modes compile,eager \
+    timeout "$ocr" python3 -m benchmarks.vllm_e2e --model ocr --variants "$E2E_VARIANTS" --modes "$E2E_MODES" \
         --reps 40 --kv-cache-gib 2 --budget-s $((ocr - 45)) --logs "$out/e2e" \
         --markdown "$out/e2e-ocr.md" --json "$out/e2e-ocr.json" || true
     tar -czf "$out/e2e-logs.tgz" -C "$out" e2e && rm -rf "$out/e2e"
