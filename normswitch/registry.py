@@ -27,6 +27,7 @@ from .config import Config, load_config
 from .contracts import check_contract
 from .platform import tensor_device_type
 from .tune import buckets
+from .tune.choose import tuned_choice
 
 log = logging.getLogger("normswitch")
 
@@ -273,19 +274,6 @@ class Registry:
     def _new_plan(self, key: tuple, call: Call, forced: Optional[str]) -> Plan:
         return self._plans.setdefault(key, self._make_plan(call, forced, key[-1]))
 
-    def _tuned(self, call: Call, bucket: int) -> tuple[Optional[str], str]:
-        """The tuning file's backend for ``call`` in ``bucket`` when it may serve the call (the
-        op's backend not fixed explicitly, the backend not declining), and the line saying so."""
-        table = self.tuned_table(call.device_type)
-        if table is None or self.config.explicit(call.op) is not None:
-            return None, ""
-        choice = table.get((call.op, call.dtype, call.hidden_size, call.group_size,
-                            tuple(sorted(call.features)), bucket))
-        if choice is None or self.decline(choice.backend, call) is not None:
-            return None, ""
-        times = ", ".join(f"{k} {v:.1f} us" for k, v in sorted(choice.times.items(), key=lambda kv: kv[1]))
-        return choice.backend, f"{self.config.tuning.source}: rows {buckets.label(bucket)} ({times})"
-
     def _make_plan(self, call: Call, forced: Optional[str], bucket: int) -> Plan:
         op, device = call.op, call.device_type
         if forced is not None:
@@ -301,7 +289,7 @@ class Registry:
         source = self.config.backends(op, device).source
         if policy == "fallback" and "native" not in order:
             order.append("native")
-        tuned, tuned_source = self._tuned(call, bucket)
+        tuned, tuned_source = tuned_choice(self, call, bucket)
         if tuned is not None:
             order = [tuned] + [name for name in order if name != tuned]
         label = buckets.label(bucket) if self.tuned_table(device) is not None else "all"

@@ -137,7 +137,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               file=sys.stderr)
     REGISTRY.drop_plans()  # the timed calls made plans under backend=; serve again from the config
     kinds = measure.kinds_document([(g, e) for g, e in results if e is not None])
-    tuning_file.write(Path(a.out), a.metric, dtype_of, kinds)
+    tuning_file.write(Path(a.out), a.metric, dtype_of, kinds, allowed)
     print(summary(results))
     print(f"\nwrote {a.out}: {len(kinds)} kinds of call, {sum(e is not None for _, e in results)} buckets on "
           f"{dtype_of} ({tuning_file.device_identity(dtype_of)['name']}); use it with NORMSWITCH_TUNED={a.out}")

@@ -11,13 +11,16 @@ YAML, written by ``normswitch tune``, read by the registry (config key ``tuned``
       cuda:
         name: NVIDIA H200        # identity of the machine it was measured on
         driver: 570.86.15
+        backends: [triton, cuda, native]   # what normswitch tune --backends limited it to (optional)
         kinds:
         - {op: rms_norm, dtype: bfloat16, hidden_size: 4096, group_size: 0, features: [weight],
            buckets: {'1': {backend: cuda, rows: [1], device_us: {cuda: 2.1, triton: 2.6},
                            host_us: {...}, failed: {sgl_kernel: why}}}}
 
 A file made on another device, driver, CPU thread count, torch or triton is ignored for that
-device type with one warning saying what differs; a malformed file raises ``ConfigError``.
+device type with one warning saying what differs; a bucket that lacks a backend which now serves
+the call is left to the configured order (``normswitch.tune.choose``); a malformed file raises
+``ConfigError``.
 """
 from __future__ import annotations
 
@@ -41,7 +44,8 @@ VERSION = 1
 METRICS = ("device", "host")
 DTYPES = ("float16", "bfloat16", "float32")
 _TOP = ("normswitch_tuning", "made", "metric", "torch", "triton", "devices")
-_DEVICE = ("name", "driver", "threads", "kinds")
+_DEVICE = ("name", "driver", "threads", "backends", "kinds")
+_IDENTITY = ("name", "driver", "threads")
 _KIND = ("op", "dtype", "hidden_size", "group_size", "features", "buckets")
 _BUCKET = ("backend", "rows", "device_us", "host_us", "failed")
 
@@ -92,12 +96,15 @@ def versions() -> dict[str, str]:
     return {"torch": str(torch.__version__), "triton": _version("triton")}
 
 
-def write(path: Path, metric: str, device_type: str, kinds: list[dict]) -> None:
-    """Write a tuning file for one device type (its identity taken from this process)."""
+def write(path: Path, metric: str, device_type: str, kinds: list[dict],
+          considered: Optional[tuple[str, ...]] = None) -> None:
+    """Write a tuning file for one device type (its identity taken from this process);
+    ``considered``: the backends the tuner was limited to (None: every available one)."""
+    section = {**device_identity(device_type), **({"backends": list(considered)} if considered else {}),
+               "kinds": kinds}
     data = {"normswitch_tuning": VERSION,
             "made": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "metric": metric, **versions(),
-            "devices": {device_type: {**device_identity(device_type), "kinds": kinds}}}
+            "metric": metric, **versions(), "devices": {device_type: section}}
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False, width=120))
 
 
@@ -128,12 +135,17 @@ class TuningFile:
             self._tables[device_type] = self._load_table(device_type)
         return self._tables[device_type]
 
+    def considered(self, device_type: str) -> Optional[frozenset[str]]:
+        """The backends the tuner was limited to on ``device_type`` (None: every available one)."""
+        names = ((self.data.get("devices") or {}).get(device_type) or {}).get("backends")
+        return None if names is None else frozenset(names)
+
     def _load_table(self, device_type: str) -> Optional[dict[tuple, Choice]]:
         section = (self.data.get("devices") or {}).get(device_type)
         if section is None:
             return None
         made = {**{k: self.data.get(k) for k in ("torch", "triton")},
-                **{k: section.get(k) for k in _DEVICE if k != "kinds" and k in section}}
+                **{k: section.get(k) for k in _IDENTITY if k in section}}
         here = {**versions(), **device_identity(device_type)}
         differ = [f"{k} {made.get(k)!r} (here {v!r})" for k, v in here.items() if made.get(k) != v]
         if differ:
@@ -206,6 +218,11 @@ def load(path: Path, source: str, ops: tuple[str, ...], backends: tuple[str, ...
     _keys(devices, DEVICE_TYPES, "devices", path)
     for device, section in devices.items():
         _keys(section, _DEVICE, f"devices.{device}", path)
+        names = section.get("backends", [])
+        if not isinstance(names, list):
+            raise ConfigError(f"{path}: devices.{device}.backends must be a list of backend names")
+        for i, name in enumerate(names):
+            _one_of(name, backends, f"devices.{device}.backends[{i}]", path)
         kinds = section.get("kinds") or []
         if not isinstance(kinds, list):
             raise ConfigError(f"{path}: devices.{device}.kinds must be a list")

@@ -12,7 +12,7 @@ from normswitch.tune import buckets, tuning_file
 def write(tmp_path, **changes):
     """A valid file for this machine's CPU with one kind, then ``changes`` laid over it."""
     kind = {"op": "rms_norm", "dtype": "bfloat16", "hidden_size": 64, "group_size": 0, "features": ["weight"],
-            "buckets": {"1": {"backend": "native", "device_us": {"native": 5.0}}}}
+            "buckets": {"1": {"backend": "native", "device_us": {"native": 5.0, "cpu": 9.0}}}}
     data = {"normswitch_tuning": 1, "metric": "device", **tuning_file.versions(),
             "devices": {"cpu": {**tuning_file.device_identity("cpu"), "kinds": [kind]}}}
     for key, value in changes.items():
@@ -42,7 +42,33 @@ def test_a_valid_file_for_this_machine_is_used(tmp_path, monkeypatch):
     ns.rms_norm(torch.randn(1, 64, dtype=torch.bfloat16), torch.randn(64, dtype=torch.bfloat16))
     (plan,) = [p for k, p in REGISTRY._plans.items() if k[0] == "rms_norm"]
     assert plan.candidates[0][0] == "native" and plan.bucket == "1"
-    assert plan.source.startswith("env NORMSWITCH_TUNED: rows 1 (native 5.0 us)")
+    assert plan.source.startswith("env NORMSWITCH_TUNED: rows 1 (native 5.0 us, cpu 9.0 us)")
+
+
+def _first(op="rms_norm"):
+    ns.rms_norm(torch.randn(1, 64, dtype=torch.bfloat16), torch.randn(64, dtype=torch.bfloat16))
+    (plan,) = [p for k, p in REGISTRY._plans.items() if k[0] == op]
+    return plan.candidates[0][0]
+
+
+def test_a_bucket_without_a_backend_that_now_serves_is_left_to_the_order(tmp_path, monkeypatch, caplog):
+    """A file made before the cpu backend served the call (no time, no failure for it) does not pin
+    native; limited to native by ``normswitch tune --backends native``, it does."""
+    if REGISTRY.availability("rms_norm", "cpu", "cpu") is not None:
+        pytest.skip("the cpu backend is not available here")
+    monkeypatch.setenv("NORMSWITCH_TUNED", str(write(tmp_path, buckets__1__device_us={"native": 5.0})))
+    ns.reset()
+    with caplog.at_level("WARNING", logger="normswitch"):
+        assert _first() == "cpu"
+    assert "has no times of cpu for rms_norm bfloat16 N=64" in caplog.text
+    monkeypatch.setenv("NORMSWITCH_TUNED", str(write(tmp_path, buckets__1__device_us={"native": 5.0},
+                                                     top__devices__cpu__backends=["native"])))
+    ns.reset()
+    assert _first() == "native"
+    monkeypatch.setenv("NORMSWITCH_TUNED", str(write(tmp_path, buckets__1__device_us={"native": 5.0},
+                                                     buckets__1__failed={"cpu": "wrong result"})))
+    ns.reset()
+    assert _first() == "native"  # measured and excluded: the file's choice stands
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -52,6 +78,7 @@ def test_a_valid_file_for_this_machine_is_used(tmp_path, monkeypatch):
     ({"op": "softmax"}, "devices.cpu.kinds[0].op: 'softmax'; allowed: rms_norm, fused_add_rms_norm"),
     ({"dtype": "float64"}, "devices.cpu.kinds[0].dtype: 'float64'; allowed: float16, bfloat16, float32"),
     ({"hidden_size": 0}, "devices.cpu.kinds[0].hidden_size: 0; expected an integer >= 1"),
+    ({"top__devices__cpu__backends": ["fastest"]}, "devices.cpu.backends[0]: 'fastest'; allowed: triton,"),
     ({"buckets__1__backend": "fastest"}, "devices.cpu.kinds[0].buckets.1.backend: 'fastest'; allowed: triton,"),
     ({"buckets__3-5": {"backend": "native"}}, "unknown key devices.cpu.kinds[0].buckets.3-5; allowed: 1, 2-16"),
 ])
