@@ -23,8 +23,7 @@ import torch
 from vllm import envs
 
 from normswitch import ops
-
-from .modes import follow_engine
+from normswitch.plugin.vllm.modes import follow_engine  # absolute: tests load this file on its own
 
 # A child of vLLM's "vllm" logger, like the rest of the vLLM plugin.
 logger = logging.getLogger("vllm.plugins.normswitch")
