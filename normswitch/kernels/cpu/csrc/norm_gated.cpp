@@ -1,7 +1,9 @@
 // Gated group LayerNorm/RMSNorm on CPU (the layernorm_gated _layer_norm_fwd contract), one pass
 // per row: the row (gated by silu(z) first when !norm_before_gate) goes to a float32 buffer of the
-// thread, then each group's statistics and output come from it while it is in cache. Rounding
-// points follow normswitch/fallbacks/norm_gated.py: everything in float32, one rounding at the end.
+// thread, then each group's statistics and output come from it while it is in cache. Without a
+// gate first the row is read where it is (16-bit values converted exactly on each read), which
+// saves writing and reading the buffer. Rounding points follow normswitch/fallbacks/norm_gated.py:
+// everything in float32, one rounding at the end.
 #include "norms.h"
 
 #include <ATen/Parallel.h>
@@ -39,46 +41,56 @@ void load_row(const T* x, const T* z, float* buf, int64_t n) {
   }
 }
 
-// (mean, rstd) of buf[0, n): mean 0 for RMS; centred variance for LayerNorm.
-std::pair<float, float> stats(const float* buf, int64_t n, bool rms, float eps) {
-  float mean = 0.0f;
-  if (!rms) {
-    fVec s(0.0f);
-    int64_t i = 0;
-    for (; i + fVec::size() <= n; i += fVec::size()) {
-      s = s + fVec::loadu(buf + i);
-    }
-    float sum = hsum(s);
-    for (; i < n; ++i) {
-      sum += buf[i];
-    }
-    mean = sum / static_cast<float>(n);
-  }
-  const fVec mu(mean);
+// Sum of v(src[i]) over [0, n) in float32, v applied to the values as read (exact conversion of
+// a 16-bit S): vectors of float32 (16 at a time) or blocks of a 16-bit type (32), then the tail
+// one value at a time. v takes and returns an fVec or a float.
+template <typename S, typename V>
+float sum_of(const S* src, int64_t n, V v) {
   fVec s(0.0f);
   int64_t i = 0;
-  for (; i + fVec::size() <= n; i += fVec::size()) {
-    const fVec d = fVec::loadu(buf + i) - mu;
-    s = s + d * d;
+  if constexpr (std::is_same_v<S, float>) {
+    for (; i + fVec::size() <= n; i += fVec::size()) {
+      s = s + v(fVec::loadu(src + i));
+    }
+  } else {
+    for (; i + kBlock <= n; i += kBlock) {
+      fVec a, b;
+      load(src + i, a, b);
+      s = s + v(a);
+      s = s + v(b);
+    }
   }
-  float sq = hsum(s);
+  float sum = hsum(s);
   for (; i < n; ++i) {
-    const float d = buf[i] - mean;
-    sq += d * d;
+    sum += v(static_cast<float>(src[i]));
   }
+  return sum;
+}
+
+// (mean, rstd) of src[0, n): mean 0 for RMS; centred variance for LayerNorm.
+template <typename S>
+std::pair<float, float> stats(const S* src, int64_t n, bool rms, float eps) {
+  const float mean = rms ? 0.0f : sum_of(src, n, [](auto a) { return a; }) / static_cast<float>(n);
+  const float sq = sum_of(src, n, [&](auto a) {
+    using A = decltype(a);
+    const A d = a - A(mean);
+    return d * d;
+  });
   return {mean, 1.0f / std::sqrt(sq / static_cast<float>(n) + eps)};
 }
 
-// y = ((buf - mean) * rstd) * w (+ b), times silu(z) when the gate comes after; rounded to T.
-template <typename T>
-void write_group(const float* buf, const T* z, T* y, const float* w, const float* b, float mean,
+// y = ((src - mean) * rstd) * w (+ b), times silu(z) when the gate comes after; rounded to T.
+template <typename S, typename T>
+void write_group(const S* src, const T* z, T* y, const float* w, const float* b, float mean,
                  float rstd, int64_t n) {
   const fVec mu(mean), r(rstd);
   int64_t i = 0;
   for (; i + kBlock <= n; i += kBlock) {
     const int64_t j = i + fVec::size();
-    fVec p = (fVec::loadu(buf + i) - mu) * r * fVec::loadu(w + i);
-    fVec q = (fVec::loadu(buf + j) - mu) * r * fVec::loadu(w + j);
+    fVec p, q;
+    load(src + i, p, q);
+    p = (p - mu) * r * fVec::loadu(w + i);
+    q = (q - mu) * r * fVec::loadu(w + j);
     if (b != nullptr) {
       p = p + fVec::loadu(b + i);
       q = q + fVec::loadu(b + j);
@@ -92,7 +104,7 @@ void write_group(const float* buf, const T* z, T* y, const float* w, const float
     store(y + i, p, q);
   }
   for (; i < n; ++i) {
-    float v = (buf[i] - mean) * rstd * w[i];
+    float v = (static_cast<float>(src[i]) - mean) * rstd * w[i];
     if (b != nullptr) {
       v += b[i];
     }
@@ -110,16 +122,25 @@ void gated_rows(const GatedArgs& a, const T* x, int64_t xs, const T* z, int64_t 
   const int64_t groups = a.n / a.group;
   for (int64_t row = begin; row < end; ++row) {
     const T* zr = z == nullptr ? nullptr : z + row * zs;
-    load_row(x + row * xs, a.before ? nullptr : zr, buf.data(), a.n);
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t c = g * a.group;
-      const auto [mean, rstd] = stats(buf.data() + c, a.group, a.rms, a.eps);
-      write_group(buf.data() + c, a.before && zr != nullptr ? zr + c : nullptr, y + row * ys + c, a.w + c,
-                  a.b == nullptr ? nullptr : a.b + c, mean, rstd, a.group);
-      if (mean_out != nullptr) {
-        mean_out[g * a.m + row] = mean;
+    // Each group's statistics and output from src: the row itself, or (gate first) x * silu(z)
+    // in the thread's float32 buffer.
+    auto each_group = [&](const auto* src) {
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t c = g * a.group;
+        const auto [mean, rstd] = stats(src + c, a.group, a.rms, a.eps);
+        write_group(src + c, a.before && zr != nullptr ? zr + c : nullptr, y + row * ys + c, a.w + c,
+                    a.b == nullptr ? nullptr : a.b + c, mean, rstd, a.group);
+        if (mean_out != nullptr) {
+          mean_out[g * a.m + row] = mean;
+        }
+        rstd_out[g * a.m + row] = rstd;
       }
-      rstd_out[g * a.m + row] = rstd;
+    };
+    if (a.before || zr == nullptr) {
+      each_group(x + row * xs);
+    } else {
+      load_row(x + row * xs, zr, buf.data(), a.n);
+      each_group(static_cast<const float*>(buf.data()));
     }
   }
 }
