@@ -4,7 +4,8 @@
 // mean = sum(x) / N, var = sum((x - mean)^2) / N, then y = round((x - mean) * rstd * w + b).
 // Each row (each position of the channels-first form) is computed alone in a fixed order: its
 // result does not depend on the other rows. Channels first, the vector lanes are 32 positions side
-// by side; positions past the last full block take the scalar path, which does per position the
+// by side; the positions past the last full block are one partial block (the same vector
+// operations on fewer lanes) or, when fewer than kScalarTail, scalar code doing per position the
 // same operations in the same order (IEEE division and square root), so a position's result
 // does not depend on S either.
 #include "norms.h"
@@ -73,13 +74,23 @@ void layer_norm_row(const T* x, T* y, const float* w, const float* b, float eps,
   }
 }
 
-// Positions [s, s + kBlock) of one (C, S) image: the statistics over C lane by lane.
-template <typename T>
-void channels_block(const T* x, T* y, const float* w, const float* b, float eps, int64_t c, int64_t s) {
+// Positions [s, s + count) of one (C, S) image, count <= kBlock: the statistics over C lane by
+// lane. A full block (count == kBlock) loads and stores whole vectors; the last one of a row of
+// positions may be partial.
+template <bool Full, typename T>
+void channels_block(const T* x, T* y, const float* w, const float* b, float eps, int64_t c, int64_t s,
+                    int64_t count) {
+  auto get = [&](const T* p, fVec& a, fVec& d) {
+    if constexpr (Full) {
+      load(p, a, d);
+    } else {
+      load_n(p, a, d, count);
+    }
+  };
   fVec s0(0.0f), s1(0.0f);
   for (int64_t k = 0; k < c; ++k) {
     fVec a, d;
-    load(x + k * s, a, d);
+    get(x + k * s, a, d);
     s0 = s0 + a;
     s1 = s1 + d;
   }
@@ -88,7 +99,7 @@ void channels_block(const T* x, T* y, const float* w, const float* b, float eps,
   fVec q0(0.0f), q1(0.0f);
   for (int64_t k = 0; k < c; ++k) {
     fVec a, d;
-    load(x + k * s, a, d);
+    get(x + k * s, a, d);
     a = a - m0;
     d = d - m1;
     q0 = q0 + a * a;
@@ -98,13 +109,18 @@ void channels_block(const T* x, T* y, const float* w, const float* b, float eps,
   const fVec r0 = one / (q0 / cv + e).sqrt(), r1 = one / (q1 / cv + e).sqrt();
   for (int64_t k = 0; k < c; ++k) {
     fVec a, d;
-    load(x + k * s, a, d);
+    get(x + k * s, a, d);
     const fVec wk(w[k]), bk(b[k]);
-    store(y + k * s, (a - m0) * r0 * wk + bk, (d - m1) * r1 * wk + bk);
+    if constexpr (Full) {
+      store(y + k * s, (a - m0) * r0 * wk + bk, (d - m1) * r1 * wk + bk);
+    } else {
+      store_n(y + k * s, (a - m0) * r0 * wk + bk, (d - m1) * r1 * wk + bk, count);
+    }
   }
 }
 
-// One position of one (C, S) image: channels_block's operations on one lane.
+// One position of one (C, S) image: channels_block's operations on one lane, for the last few
+// positions of a row of them (a partial block's masked loads cost more than scalar code there).
 template <typename T>
 void channels_one(const T* x, T* y, const float* w, const float* b, float eps, int64_t c, int64_t s) {
   float sum = 0.0f;
@@ -122,6 +138,9 @@ void channels_one(const T* x, T* y, const float* w, const float* b, float eps, i
     y[k * s] = static_cast<T>((static_cast<float>(x[k * s]) - mean) * rstd * w[k] + b[k]);
   }
 }
+
+// Fewer positions than this at the end of a row of them take channels_one each.
+constexpr int64_t kScalarTail = 8;
 
 }  // namespace
 
@@ -157,7 +176,7 @@ at::Tensor layer_norm_channels_first(const at::Tensor& x, const at::Tensor& weig
   at::Tensor y = at::empty({nb, c, s}, x.options());
   const std::vector<float> w = float_param("weight", weight, c, 0.0f);
   const std::vector<float> b = float_param("bias", bias, c, 0.0f);
-  const int64_t blocks = s / kBlock, per_image = blocks + (s - blocks * kBlock);  // full blocks, then tail positions
+  const int64_t per_image = (s + kBlock - 1) / kBlock;  // blocks of positions, the last maybe partial
   dispatch_float(x.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
@@ -165,13 +184,17 @@ at::Tensor layer_norm_channels_first(const at::Tensor& x, const at::Tensor& weig
     at::parallel_for(0, nb * per_image, std::max<int64_t>(1, kParallelGrain / (c * kBlock)),
                      [&](int64_t begin, int64_t end) {
                        for (int64_t t = begin; t < end; ++t) {
-                         const int64_t image = t / per_image, j = t % per_image;
-                         const int64_t pos = j < blocks ? j * kBlock : blocks * kBlock + (j - blocks);
-                         const int64_t at = image * c * s + pos;
-                         if (j < blocks) {
-                           channels_block(xp + at, yp + at, w.data(), b.data(), static_cast<float>(eps), c, s);
+                         const int64_t image = t / per_image, pos = (t % per_image) * kBlock;
+                         const int64_t at = image * c * s + pos, count = std::min<int64_t>(kBlock, s - pos);
+                         const float e = static_cast<float>(eps);
+                         if (count == kBlock) {
+                           channels_block<true>(xp + at, yp + at, w.data(), b.data(), e, c, s, count);
+                         } else if (count >= kScalarTail) {
+                           channels_block<false>(xp + at, yp + at, w.data(), b.data(), e, c, s, count);
                          } else {
-                           channels_one(xp + at, yp + at, w.data(), b.data(), static_cast<float>(eps), c, s);
+                           for (int64_t i = 0; i < count; ++i) {
+                             channels_one(xp + at + i, yp + at + i, w.data(), b.data(), e, c, s);
+                           }
                          }
                        }
                      });

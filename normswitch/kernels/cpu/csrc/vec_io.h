@@ -7,6 +7,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <cmath>
 #include <tuple>
 #include <type_traits>
@@ -37,6 +38,32 @@ inline void store(T* p, const fVec& a, const fVec& b) {
     b.store(p + fVec::size());
   } else {
     at::vec::convert_from_float<T>(a, b).store(p);
+  }
+}
+
+// load/store of the first `count` (1..kBlock) values of a block; the lanes past it read as 0 and
+// are not written.
+template <typename T>
+inline void load_n(const T* p, fVec& a, fVec& b, int64_t count) {
+  if constexpr (std::is_same_v<T, float>) {
+    const int64_t lo = std::min<int64_t>(count, fVec::size());
+    a = fVec::loadu(p, lo);
+    b = count > lo ? fVec::loadu(p + lo, count - lo) : fVec(0.0f);
+  } else {
+    std::tie(a, b) = at::vec::convert_to_float<T>(Vectorized<T>::loadu(p, count));
+  }
+}
+
+template <typename T>
+inline void store_n(T* p, const fVec& a, const fVec& b, int64_t count) {
+  if constexpr (std::is_same_v<T, float>) {
+    const int64_t lo = std::min<int64_t>(count, fVec::size());
+    a.store(p, lo);
+    if (count > lo) {
+      b.store(p + lo, count - lo);
+    }
+  } else {
+    at::vec::convert_from_float<T>(a, b).store(p, count);
   }
 }
 
