@@ -2,7 +2,8 @@
 # One device call for the tuned selection: build the cuda kernels (timed), tune on the grid of
 # normswitch bench, bench the backends and the selection with the tuning file, bench the selection
 # without it, and compare (normswitch.tune.compare). TOTAL seconds are shared out after the build;
-# short do_bench times (WARMUP/REP, ms) keep the grid within them. Writes everything under $OUT;
+# short do_bench times (WARMUP/REP, ms) keep the grid within them; last, the host time per eager
+# call with and without the file (benchmarks/tuned_host_ab.py). Writes everything under $OUT;
 # rows streamed as they are measured survive a timeout.
 set -o pipefail
 . "$(dirname "$0")/device_env.sh"
@@ -35,3 +36,6 @@ python3 -m normswitch.tune.compare "$OUT/rows-tuned.jsonl" --markdown "$OUT/comp
     --title "H200: normswitch with the tuning file against its fastest backend"
 python3 -m normswitch.tune.compare "$OUT/rows-tuned.jsonl" --selection "$OUT/rows-untuned.jsonl" \
     --markdown "$OUT/compare-untuned.md" --title "H200: normswitch without a tuning file against its fastest backend"
+# Host time per eager call with and without the file, interleaved in one process (issue 16 item 2).
+timeout 120 python3 -m benchmarks.tuned_host_ab "$OUT/tuned.yaml" --device cuda --json "$OUT/host-ab.json" \
+    2>&1 | tee "$OUT/host-ab.txt" | tail -5
