@@ -1,7 +1,9 @@
 """Host time per eager call of vLLM's RMSNorm layer, with and without normswitch (CUDA vLLM).
 
 What a decode step under ``--enforce-eager`` pays per norm: vLLM's own ``RMSNorm`` layer
-(``forward_cuda``, vLLM's ``_C`` kernels) against normswitch's replacement ``NormswitchRMSNorm``
+(``forward_cuda`` through vLLM IR, outside an engine: on vLLM 0.26 this column measured far more
+than the end-to-end runs allow for its cost inside the engine, so it is not the engine's path)
+against normswitch's replacement ``NormswitchRMSNorm``
 with each backend first (``NORMSWITCH_BACKEND``) and with the eager preset the plugin lays under
 ``enforce_eager`` (``configs/cuda-eager.yaml``); and, to split the layer's cost, the kernels'
 own entry points called directly (``torch.ops._C``, the public op). Hidden 4096, bf16, M = 1 and
@@ -120,7 +122,9 @@ def main() -> None:
     p.add_argument("--json", help="write the results here")
     a = p.parse_args()
     import vllm
+    from vllm import envs
     from vllm.config import CompilationConfig, VllmConfig, set_current_vllm_config
+    from vllm.config.compilation import CompilationMode
 
     from normswitch.kernels.vllm_c import availability
 
@@ -129,15 +133,11 @@ def main() -> None:
         raise SystemExit(f"vLLM's CUDA kernels are not available: {reason}")
     result: dict[str, Any] = {"torch": torch.__version__, "vllm": vllm.__version__,
                               "device": torch.cuda.get_device_name()}
-    from vllm.config.compilation import CompilationMode
-
     # As under enforce_eager: no compilation, every CustomOp on its platform path (forward_cuda),
     # and the IR op priority the platform sets for that mode (vLLM's _C kernels on CUDA).
     config = VllmConfig(compilation_config=CompilationConfig(mode=CompilationMode.NONE, custom_ops=["all"]))
     result["ir_op_priority"] = str(getattr(config, "kernel_config", None) and config.kernel_config.ir_op_priority)
     print(f"vLLM IR op priority: {result['ir_op_priority']}")
-    from vllm import envs
-
     if hasattr(envs, "enable_envs_cache"):
         envs.enable_envs_cache()  # as vLLM's engine core does once it has started
     with set_current_vllm_config(config):

@@ -82,7 +82,7 @@ class Config:
         """One line: the file and the variables in force."""
         parts = [str(self.path) if self.path != PACKAGED_CONFIG else "the built-in defaults"]
         if self.preset is not None:
-            parts.append(f"preset {self.preset.path.name} ({self.preset.why})")
+            parts.append(self.preset.label)
         for setting in (*self.env_op.values(), self.env_all, self.use_native):
             if setting is not None:
                 parts.append(setting.source)
@@ -102,7 +102,7 @@ class Config:
         builtin = (self.defaults, f"built-in default ({PACKAGED_CONFIG.name})")
         layers = [] if self.path == PACKAGED_CONFIG else [(self.file, f"file {self.path}")]
         if self.preset is not None:
-            layers.append((self.preset.data, f"preset {self.preset.path.name} ({self.preset.why})"))
+            layers.append((self.preset.data, self.preset.label))
         layers.append(builtin)
         for data, where in layers:
             found = _lookup(data, op, device, key)
@@ -118,6 +118,11 @@ class Preset:
     path: Path
     why: str
     data: dict
+
+    @property
+    def label(self) -> str:
+        """How a setting's source names it: ``preset cuda-eager.yaml (vLLM enforce_eager)``."""
+        return f"preset {self.path.name} ({self.why})"
 
 
 _preset: Optional[tuple[Path, str]] = None
