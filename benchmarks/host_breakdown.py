@@ -1,12 +1,14 @@
 """Where the host time of one eager call goes (GPU): each layer of the public op timed on its own.
 
-A loop of back-to-back calls at M = 1 (no sync between calls, the median of 7 loops), for
-``F.rms_norm`` / ``F.layer_norm`` and for each layer of normswitch's call: the public op, its
-fast entry's kernel function (the bound launch), the bound launch on preallocated outputs, the
-fast key, ``torch.empty`` and an empty Triton kernel (ordinary launch). Then a ``cProfile`` of
-the public rms_norm, gated norm (ungrouped and g=128) and channels-first LayerNorm, and the
-ATen ops and CUDA API calls of ten public calls of each (``torch.profiler``), so that a host cost that is not a
-Python function shows up as the driver call it is.
+A loop of back-to-back calls at M = 1 (no sync between calls, the median of 7 loops), for the
+peers (``F.rms_norm``, ``F.layer_norm``, the eager residual add then ``F.rms_norm``, FLA's
+``rmsnorm_fn`` where installed, SAM's eager ``LayerNorm2d`` code) and for each layer of
+normswitch's call: the public op, its fast entry's kernel function (the bound launch), the bound
+launch on preallocated outputs, the fast key, ``torch.empty`` and an empty Triton kernel
+(ordinary launch). Then a ``cProfile`` of the public rms_norm, gated norm (ungrouped and g=128)
+and channels-first LayerNorm, and the ATen ops and CUDA API calls of ten public calls of each
+(``torch.profiler``), so that a host cost that is not a Python function shows up as the driver
+call it is.
 
 Usage: ``python -m benchmarks.host_breakdown [--json FILE]`` on a machine with a CUDA GPU.
 """
@@ -52,6 +54,23 @@ def _empty_kernel(x_ptr, n, BLOCK: tl.constexpr):
     pass
 
 
+def _fla_rmsnorm_fn() -> Any:
+    """FLA's gated RMSNorm entry point, or None where fla-core is not installed."""
+    try:
+        from fla.modules.norm.layernorm_gated import rmsnorm_fn
+    except Exception:
+        return None
+    return rmsnorm_fn
+
+
+def _sam_layer_norm_2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    """SAM's ``LayerNorm2d.forward`` as the model runs it eagerly."""
+    u = x.mean(1, keepdim=True)
+    s = (x - u).pow(2).mean(1, keepdim=True)
+    x = (x - u) / torch.sqrt(s + eps)
+    return w[:, None, None] * x + b[:, None, None]
+
+
 def _fast_fn(key_fn: Callable[..., Any], *args: Any) -> Any:
     hit = REGISTRY.fast.get(key_fn(*args))
     return None if hit is None else hit[0]
@@ -74,6 +93,12 @@ def layers(N: int, dtype: torch.dtype) -> dict[str, float]:
     with torch.inference_mode():
         out["F.rms_norm"] = host_us(lambda: F.rms_norm(x, (N,), w, eps))
         out["F.layer_norm"] = host_us(lambda: F.layer_norm(x, (N,), w, b, eps))
+        out["x + r, F.rms_norm (eager fused add)"] = host_us(lambda: (F.rms_norm(x + r, (N,), w, eps)))
+        gated = _fla_rmsnorm_fn()
+        if gated is not None:
+            for g in (None, 128):
+                out[f"FLA rmsnorm_fn g={g}"] = host_us(
+                    lambda g=g: gated(x, w, None, z=z, eps=eps, group_size=g, norm_before_gate=False))
         out["torch.empty"] = host_us(lambda: torch.empty((1, N), dtype=dtype, device=dev))
         out["torch.empty_like"] = host_us(lambda: torch.empty_like(x))
         out["rms_norm public"] = host_us(lambda: ns.rms_norm(x, w, eps))
@@ -94,6 +119,7 @@ def layers(N: int, dtype: torch.dtype) -> dict[str, float]:
             out[f"norm_gated g={g} public"] = host_us(lambda g=g: ns.norm_gated(x, w, None, z, eps, g, False, True))
         img = torch.randn(1, N, 8, 8, device=dev, dtype=dtype)
         out["channels_first public"] = host_us(lambda: ns.layer_norm_channels_first(img, w, b, eps))
+        out["SAM LayerNorm2d eager code"] = host_us(lambda: _sam_layer_norm_2d(img, w, b, eps))
         e = torch.empty(16, device=dev)
         out["empty triton kernel[grid]"] = host_us(lambda: _empty_kernel[(1,)](e, 16, BLOCK=16))
     return out
@@ -133,7 +159,7 @@ def main() -> None:
     a = p.parse_args()
     result: dict[str, Any] = {"torch": torch.__version__, "triton": triton.__version__,
                               "device": torch.cuda.get_device_name()}
-    for N in (1280, 4096):
+    for N in (1280, 4096, 8192):
         result[f"bf16 N={N}"] = row = layers(N, torch.bfloat16)
         print(f"-- bf16 M=1 N={N}: host us per call")
         for k, v in row.items():

@@ -11,11 +11,15 @@ cancels in the paired ratios. Workloads:
 
 - ``decode``: 64 prompts of 32 tokens -> 256 new tokens each (decode-heavy);
 - ``prefill``: 64 prompts of 960 tokens -> 4 new tokens each (prefill-heavy);
-- ``image`` (DeepSeek-OCR): one OCR request with the test image -> 8 tokens, one at a time.
+- ``image`` (DeepSeek-OCR): 8 OCR requests with the test image -> 8 tokens each, one at a time.
+
+With ``--pin`` each engine process runs on its own share of the machine's cores (whole cores,
+hyperthread siblings together), so that engines do not contend for or migrate between them.
 
 Reported per (model, mode, workload): median output tokens/s (or seconds per image request) of
-each variant with its interquartile range, and the median and IQR of each variant's paired
-speed-up over ``off``. Usage (on the GPU machine, vLLM set up with ``scripts/gpu_vllm.sh``):
+each variant with its interquartile range, the median and IQR of each variant's paired
+speed-up over ``off``, and a bootstrap 95% interval of that median (the resolution of the run);
+the JSON also keeps every repetition's value. Usage (on the GPU machine, vLLM set up with ``scripts/gpu_vllm.sh``):
 ``python -m benchmarks.vllm_e2e --model dense --layers 16 --modes compile,eager --variants
 on,off,vllm_c --reps 15 --markdown FILE``.
 """
@@ -34,8 +38,8 @@ from typing import Optional
 
 REPO = Path(__file__).resolve().parent.parent
 WORKLOADS = {"dense": ("decode", "prefill"), "ocr": ("image",)}
-SHAPES = {"decode": (64, 32, 256), "prefill": (64, 960, 4), "image": (1, 0, 8)}
-"""workload -> (prompts, prompt tokens, new tokens)."""
+SHAPES = {"decode": (64, 32, 256), "prefill": (64, 960, 4), "image": (8, 0, 8)}
+"""workload -> (prompts, prompt tokens, new tokens); image prompts are sent one at a time."""
 VLLM_C_CONFIG = """\
 devices:
   cuda:
@@ -71,7 +75,7 @@ def _worker(model: str, kind: str, mode: str, kv_cache_gib: float) -> None:
     for name in WORKLOADS[kind]:
         n, length, new = SHAPES[name]
         if name == "image":
-            requests[name] = ([prompt("image")], new)
+            requests[name] = ([prompt("image")] * n, new)
         else:
             requests[name] = ([TokensPrompt(prompt_token_ids=[rng.randrange(8, 400) for _ in range(length)])
                                for _ in range(n)], new)
@@ -81,8 +85,11 @@ def _worker(model: str, kind: str, mode: str, kv_cache_gib: float) -> None:
         prompts, new = requests[name]
         params = SamplingParams(max_tokens=new, temperature=0.0, ignore_eos=True, detokenize=False)
         t0 = time.perf_counter()
-        outs = llm.generate(prompts, params, use_tqdm=False)
-        seconds = time.perf_counter() - t0
+        if name == "image":
+            outs = [out for p in prompts for out in llm.generate([p], params, use_tqdm=False)]
+        else:
+            outs = llm.generate(prompts, params, use_tqdm=False)
+        seconds = (time.perf_counter() - t0) / (len(prompts) if name == "image" else 1)
         tokens = sum(len(o.outputs[0].token_ids) for o in outs)
         print(json.dumps({"workload": name, "seconds": seconds, "tokens": tokens}), flush=True)
 
@@ -90,7 +97,8 @@ def _worker(model: str, kind: str, mode: str, kv_cache_gib: float) -> None:
 class Engine:
     """One worker process (variant ``off``, ``on``, ``vllm_c`` or ``triton``) driven over its stdin/stdout."""
 
-    def __init__(self, model: str, kind: str, mode: str, variant: str, log: Path, kv_cache_gib: float) -> None:
+    def __init__(self, model: str, kind: str, mode: str, variant: str, log: Path, kv_cache_gib: float,
+                 cpus: Optional[set[int]] = None) -> None:
         # No compile cache: the engines never share a compiled graph.
         env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_DISABLE_COMPILE_CACHE="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
@@ -105,7 +113,8 @@ class Engine:
         self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.vllm_e2e", "--worker", model, kind, mode,
                                       str(kv_cache_gib)],
                                      cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=open(log, "w"), text=True)
+                                     stderr=open(log, "w"), text=True,
+                                     preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus))
 
     def _line(self) -> str:
         while True:
@@ -132,6 +141,29 @@ class Engine:
                 self.proc.kill()
 
 
+def core_shares(parts: int) -> list[set[int]]:
+    """This process's CPUs split into ``parts`` sets of whole cores (a core's hyperthreads stay
+    together, from ``/sys/devices/system/cpu/cpu*/topology/thread_siblings_list``)."""
+    cores: dict[str, set[int]] = {}
+    for cpu in sorted(os.sched_getaffinity(0)):
+        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        cores.setdefault(siblings.read_text().strip() if siblings.exists() else str(cpu), set()).add(cpu)
+    groups = list(cores.values())
+    if len(groups) < parts:
+        raise ValueError(f"--pin: {len(groups)} cores cannot give {parts} engines a core each")
+    per = len(groups) // parts
+    return [set().union(*groups[i * per:(i + 1) * per]) for i in range(parts)]
+
+
+def bootstrap_median(values: list[float], draws: int = 2000) -> tuple[float, float]:
+    """A 95% percentile-bootstrap interval of the median of ``values`` (fixed seed)."""
+    import random
+
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(draws))
+    return medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]
+
+
 def _quartiles(values: list[float]) -> tuple[float, float, float]:
     if len(values) < 4:
         return min(values), statistics.median(values), max(values)
@@ -140,18 +172,22 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
 
 
 def measure(model_dir: str, kind: str, modes: list[str], variants: list[str], reps: int, deadline: float,
-            logs: Path, kv_cache_gib: float = 8.0) -> list[dict]:
+            logs: Path, kv_cache_gib: float = 8.0, workloads: Optional[list[str]] = None,
+            pin: bool = False) -> list[dict]:
     """Start every (mode, variant) engine at once, then alternate the workloads; one row per
     (mode, workload). Stops repeating once ``time.monotonic()`` passes ``deadline``."""
-    engines = {(mode, v): Engine(model_dir, kind, mode, v, logs / f"{kind}-{mode}-{v}.log", kv_cache_gib)
-               for mode in modes for v in variants}
+    names = [(mode, v) for mode in modes for v in variants]
+    shares = core_shares(len(names)) if pin else [None] * len(names)
+    engines = {(mode, v): Engine(model_dir, kind, mode, v, logs / f"{kind}-{mode}-{v}.log", kv_cache_gib, cpus)
+               for (mode, v), cpus in zip(names, shares)}
+    workloads = [w for w in WORKLOADS[kind] if workloads is None or w in workloads]
     try:
         for engine in engines.values():
             engine.wait_ready()
         samples: dict[tuple[str, str, str], list[float]] = {}
         for rep in range(reps + 1):  # the first repetition warms up and is dropped
             for mode in modes:
-                for workload in WORKLOADS[kind]:
+                for workload in workloads:
                     for v in variants[rep % len(variants):] + variants[:rep % len(variants)]:
                         got = engines[(mode, v)].time(workload)
                         rate = got["seconds"] if workload == "image" else got["tokens"] / got["seconds"]
@@ -164,7 +200,7 @@ def measure(model_dir: str, kind: str, modes: list[str], variants: list[str], re
             engine.stop()
     rows = []
     for mode in modes:
-        for workload in WORKLOADS[kind]:
+        for workload in workloads:
             off = samples[(mode, workload, "off")]
             row = {"model": kind, "mode": mode, "workload": workload, "reps": len(off),
                    "unit": "s/request" if workload == "image" else "output tokens/s", "variants": {}}
@@ -172,7 +208,8 @@ def measure(model_dir: str, kind: str, modes: list[str], variants: list[str], re
                 got = samples[(mode, workload, v)]
                 # speed-up over off: > 1 means faster (seconds per request are inverted)
                 ratios = [b / a if workload == "image" else a / b for a, b in zip(got, off)]
-                row["variants"][v] = {"value": _quartiles(got), "speedup": _quartiles(ratios)}
+                row["variants"][v] = {"value": _quartiles(got), "speedup": _quartiles(ratios),
+                                      "speedup_ci95": bootstrap_median(ratios), "samples": got}
             rows.append(row)
     return rows
 
@@ -181,7 +218,8 @@ def markdown(rows: list[dict]) -> str:
     """The result table, median [p25, p75]; speed-up over ``off`` > 1: faster than vLLM alone."""
     variants = list(rows[0]["variants"]) if rows else []
     others = [v for v in variants if v != "off"]
-    head = ["model", "mode", "workload", "unit", *variants, *(f"speed-up {v}/off" for v in others), "reps"]
+    head = ["model", "mode", "workload", "unit", *variants, *(f"speed-up {v}/off" for v in others),
+            *(f"95% CI of {v}/off" for v in others), "reps"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
 
     def cell(q):
@@ -191,8 +229,9 @@ def markdown(rows: list[dict]) -> str:
         got = r["variants"]
         speedups = [f"{got[v]['speedup'][1]:.3f} [{got[v]['speedup'][0]:.3f}, {got[v]['speedup'][2]:.3f}]"
                     for v in others]
+        intervals = [f"[{got[v]['speedup_ci95'][0]:.3f}, {got[v]['speedup_ci95'][1]:.3f}]" for v in others]
         lines.append("| " + " | ".join([r["model"], r["mode"], r["workload"], r["unit"],
-                                        *(cell(got[v]["value"]) for v in variants), *speedups,
+                                        *(cell(got[v]["value"]) for v in variants), *speedups, *intervals,
                                         str(r["reps"])]) + " |")
     return "\n".join(lines)
 
@@ -207,6 +246,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--modes", default="compile,eager")
     parser.add_argument("--variants", default="on,off",
                         help="comma-separated: on, off, vllm_c, triton (off is always run)")
+    parser.add_argument("--workloads", default=None,
+                        help="comma-separated subset of decode, prefill, image (default: all of the model's)")
+    parser.add_argument("--pin", action="store_true", help="run each engine on its own share of the cores")
     parser.add_argument("--layers", type=int, default=2, help="decoder layers of the dense model (hidden 4096)")
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--budget-s", type=float, default=300.0,
@@ -231,7 +273,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for kind in args.model:
         model_dir = builders[kind](work / kind)
         rows += measure(str(model_dir), kind, args.modes.split(","), variants, args.reps, deadline, logs,
-                        args.kv_cache_gib)
+                        args.kv_cache_gib, args.workloads.split(",") if args.workloads else None, args.pin)
         print(markdown(rows), flush=True)
     if args.markdown:
         Path(args.markdown).write_text(markdown(rows) + "\n")

@@ -124,16 +124,18 @@ run_bench() {
     mkdir -p "$out/e2e"
     # Two thirds for the dense model (16 layers of hidden 4096), the rest
     # for DeepSeek-OCR; each run's last repetition starts 45 s before its share ends.
-    local dense=$((seconds * 2 / 3)) ocr
-    # Variants and modes: E2E_VARIANTS (default on,off,triton), E2E_MODES (default compile,eager).
+    local dense=$((seconds * ${E2E_DENSE_PERCENT:-67} / 100)) ocr
+    # Variants and modes: E2E_VARIANTS (default on,off,triton), E2E_MODES (default compile,eager);
+    # E2E_DENSE_PERCENT: the dense model's share of the time; E2E_ARGS: more benchmarks/vllm_e2e.py
+    # options for both models (for example --pin, --workloads decode,image).
     E2E_VARIANTS=${E2E_VARIANTS:-on,off,triton} E2E_MODES=${E2E_MODES:-compile,eager}
     ocr=$((seconds - dense))
     timeout "$dense" python3 -m benchmarks.vllm_e2e --model dense --layers 16 --variants "$E2E_VARIANTS" \
         --modes "$E2E_MODES" --reps 40 --kv-cache-gib 4 --budget-s $((dense - 45)) --logs "$out/e2e" \
-        --markdown "$out/e2e-dense.md" --json "$out/e2e-dense.json" || true
+        --markdown "$out/e2e-dense.md" --json "$out/e2e-dense.json" ${E2E_ARGS:-} || true
     timeout "$ocr" python3 -m benchmarks.vllm_e2e --model ocr --variants "$E2E_VARIANTS" --modes "$E2E_MODES" \
         --reps 40 --kv-cache-gib 2 --budget-s $((ocr - 45)) --logs "$out/e2e" \
-        --markdown "$out/e2e-ocr.md" --json "$out/e2e-ocr.json" || true
+        --markdown "$out/e2e-ocr.md" --json "$out/e2e-ocr.json" ${E2E_ARGS:-} || true
     tar -czf "$out/e2e-logs.tgz" -C "$out" e2e && rm -rf "$out/e2e"
 }
 

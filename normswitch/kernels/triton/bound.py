@@ -6,7 +6,8 @@ the kernel itself at decode sizes. The fast path of the ops (``normswitch._fast`
 kind whose dtype, device, hidden size, parameters and scalars are fixed; for it a
 :class:`RowLaunch` keeps the argument list with every fixed value in place and the compiled
 kernels, and per call fills in only the tensors and the row count, then calls the compiled
-kernel's launcher directly, the way ``JITFunction.run`` does after its lookup.
+kernel's launcher directly, the way ``JITFunction.run`` does after its lookup, with the tensors'
+addresses as integers (the launcher then skips a driver query per pointer).
 
 The compiled kernel is exactly the one ``kernel[grid](...)`` picks for the same arguments: it is
 taken from that launch (the first call of each variant goes through it). What Triton specializes
@@ -80,21 +81,22 @@ class RowLaunch:
         when a tensor is not 16-byte aligned (the ordinary launch serves such calls)."""
         if self.unbound:
             return False
+        ptrs = [None if t is None else t.data_ptr() for t in tensors]
         bits = 0
-        for t in tensors:
-            if t is not None:
-                bits |= t.data_ptr()
+        for ptr in ptrs:
+            if ptr is not None:
+                bits |= ptr
         if bits % ALIGN:
             return False
         programs = -(-m * self.n_groups // self.rows_per_program)
         params_first = programs <= self.params_first_max
         args = self.template.copy()
-        for slot, role in self.fill:
-            args[slot] = tensors[role]
         args[self.m_slot] = m
         args[self.pf_slot] = params_first
         compiled = self.compiled.get(params_first)
         if compiled is None:  # the ordinary launch, once per variant: it compiles and returns the kernel
+            for slot, role in self.fill:
+                args[slot] = tensors[role]
             compiled = self.kernel[(programs,)](*args, num_warps=self.num_warps)
             if not all(hasattr(compiled, a) for a in ("_init_handles", "launch_metadata", "packed_metadata")):
                 self.unbound = True  # launched; later calls take the ordinary launch
@@ -102,6 +104,10 @@ class RowLaunch:
             compiled._init_handles()
             self.compiled[params_first] = compiled
             return True
+        # Pointers as integers: the launcher takes them as they are, where for a tensor it would
+        # call data_ptr() again and ask the driver to validate the address (most of its host time).
+        for slot, role in self.fill:
+            args[slot] = ptrs[role]
         device = driver.active.get_current_device()
         stream = driver.active.get_current_stream(device)
         grid = (programs, 1, 1)
