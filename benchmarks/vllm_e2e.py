@@ -13,8 +13,9 @@ cancels in the paired ratios. Workloads:
 - ``prefill``: 64 prompts of 960 tokens -> 4 new tokens each (prefill-heavy);
 - ``image`` (DeepSeek-OCR): 8 OCR requests with the test image -> 8 tokens each, one at a time.
 
-With ``--pin`` each engine process runs on its own share of the machine's cores (whole cores,
-hyperthread siblings together), so that engines do not contend for or migrate between them.
+``--pin own`` runs each engine process on its own share of the machine's cores (whole cores,
+hyperthread siblings together); ``--pin same`` runs every engine on the same share (the engines
+take turns, so each repetition pair then meets the same cores in about the same state).
 
 Reported per (model, mode, workload): median output tokens/s (or seconds per image request) of
 each variant with its interquartile range, the median and IQR of each variant's paired
@@ -173,11 +174,14 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
 
 def measure(model_dir: str, kind: str, modes: list[str], variants: list[str], reps: int, deadline: float,
             logs: Path, kv_cache_gib: float = 8.0, workloads: Optional[list[str]] = None,
-            pin: bool = False) -> list[dict]:
+            pin: Optional[str] = None) -> list[dict]:
     """Start every (mode, variant) engine at once, then alternate the workloads; one row per
     (mode, workload). Stops repeating once ``time.monotonic()`` passes ``deadline``."""
     names = [(mode, v) for mode in modes for v in variants]
-    shares = core_shares(len(names)) if pin else [None] * len(names)
+    shares: list[Optional[set[int]]] = [None] * len(names)
+    if pin is not None:
+        shares = core_shares(len(names))
+        shares = shares if pin == "own" else [shares[0]] * len(names)
     engines = {(mode, v): Engine(model_dir, kind, mode, v, logs / f"{kind}-{mode}-{v}.log", kv_cache_gib, cpus)
                for (mode, v), cpus in zip(names, shares)}
     workloads = [w for w in WORKLOADS[kind] if workloads is None or w in workloads]
@@ -248,7 +252,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="comma-separated: on, off, vllm_c, triton (off is always run)")
     parser.add_argument("--workloads", default=None,
                         help="comma-separated subset of decode, prefill, image (default: all of the model's)")
-    parser.add_argument("--pin", action="store_true", help="run each engine on its own share of the cores")
+    parser.add_argument("--pin", choices=("own", "same"), default=None,
+                        help="each engine on its own share of the cores, or every engine on the same share")
     parser.add_argument("--layers", type=int, default=2, help="decoder layers of the dense model (hidden 4096)")
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--budget-s", type=float, default=300.0,
