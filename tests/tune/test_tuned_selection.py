@@ -140,3 +140,24 @@ def test_info_shows_the_tuned_choice_and_its_source(tuned, calls, monkeypatch, c
     assert "tuned on cpu" in out and "bfloat16 N=64 [weight]" in out
     line = next(line for line in out.splitlines() if "rows        1:" in line)
     assert "small" in line and "flat" in line and "failed the check: wrong" in line
+
+
+def test_host_metric_times_the_fast_path_users_take(tmp_path, capsys):
+    """``--metric host`` times each backend as an eager user meets it (first in the plan, on the
+    fast path with its bound form), not through ``backend=``: ``bound`` costs 200 us by the full
+    path and 5 us bound, ``plain`` 60 us either way, so ``bound`` is the cheaper eager call."""
+    log = []
+    names = [timed("bound", lambda m: 200.0, log, bound_us=lambda m: 5.0), timed("plain", lambda m: 60.0, log)]
+    try:
+        path = tmp_path / "host.yaml"
+        args = ["--ops", "rms_norm", "--M", "1", "--N", "64", "--extra-dtypes", "", "--warmup", "1", "--rep", "3",
+                "--no-progress", "--backends", "bound,plain", "--metric", "host", "--out", str(path)]
+        assert tune_main(args) == 0
+        capsys.readouterr()
+        entry = buckets(path)["1"]
+        assert entry["backend"] == "bound"
+        assert entry["host_us"]["bound"] < 0.5 * entry["host_us"]["plain"]
+    finally:
+        for name in names:
+            REGISTRY.unregister(name)
+        ns.reset()
