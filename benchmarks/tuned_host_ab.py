@@ -79,8 +79,7 @@ def main() -> None:
                     for _ in range(20):
                         fn()
                     times.setdefault((op, name), []).append(loop_us(fn, sync))
-                    plan = next(p for k, p in REGISTRY._plans.items() if k[0] == op)
-                    served[op, name] = plan.candidates[0][0]
+                    served[op, name] = "/".join(sorted(REGISTRY.serving(op)))
     use(None)
     result: dict[str, Any] = {"device": a.device, "torch": torch.__version__, "N": a.N, "ops": {}}
     print(f"host us per call at M = 1, N = {a.N}, bf16 on {a.device}: median of {ROUNDS} interleaved loops of {CALLS}")

@@ -261,6 +261,10 @@ class Registry:
             plan = self._new_plan(key, Call(op, device, x.dtype, shape[1], frozenset(features), group), forced)
         return key, plan
 
+    def serving(self, op: str) -> set[str]:
+        """The backend each plan made for ``op`` so far serves first."""
+        return {plan.candidates[0][0] for key, plan in self._plans.items() if key[0] == op}
+
     def current(self, entry: tuple[tuple, Plan]) -> bool:
         """True while ``entry``'s plan is the one the registry holds for its key."""
         return self._plans.get(entry[0]) is entry[1]

@@ -114,7 +114,7 @@ def served_by(op: str, backend: str) -> Iterable[None]:
     REGISTRY.drop_plans()
     try:
         yield
-        served = {plan.candidates[0][0] for key, plan in REGISTRY._plans.items() if key[0] == op}
+        served = REGISTRY.serving(op)
         if served - {backend}:
             raise RuntimeError(f"{op}: timing {backend}, but the calls were served by {sorted(served)}")
     finally:
