@@ -127,7 +127,7 @@ run_bench() {
     local dense=$((seconds * ${E2E_DENSE_PERCENT:-67} / 100)) ocr
     # Variants and modes: E2E_VARIANTS (default on,off,triton), E2E_MODES (default compile,eager);
     # E2E_DENSE_PERCENT: the dense model's share of the time; E2E_ARGS: more benchmarks/vllm_e2e.py
-    # options for both models (for example --pin, --workloads decode,image).
+    # options for both models (for example --pin same, --workloads decode,image).
     E2E_VARIANTS=${E2E_VARIANTS:-on,off,triton} E2E_MODES=${E2E_MODES:-compile,eager}
     ocr=$((seconds - dense))
     timeout "$dense" python3 -m benchmarks.vllm_e2e --model dense --layers 16 --variants "$E2E_VARIANTS" \

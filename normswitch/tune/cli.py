@@ -135,7 +135,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if skipped:
         print(f"time limit of {a.time_limit:.0f} s reached: {skipped} of {len(per_group)} groups not measured",
               file=sys.stderr)
-    REGISTRY.drop_plans()  # the timed calls made plans under backend=; serve again from the config
+    REGISTRY.drop_plans()  # the checks made plans under backend=; serve again from the config
     kinds = measure.kinds_document([(g, e) for g, e in results if e is not None])
     tuning_file.write(Path(a.out), a.metric, dtype_of, kinds, allowed)
     print(summary(results))
