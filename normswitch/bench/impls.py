@@ -61,8 +61,11 @@ def register(op: str, name: str, factory: Factory) -> None:
 
 
 def _normswitch(backend: Optional[str], case: Case) -> Callable[[], Any]:
-    """The public op with ``backend=backend``; None: the registry's own selection (the
-    ``normswitch`` column), whose first served backend the callable keeps as ``served_by``."""
+    """The public op as a user calls it. None: the registry's own selection (the ``normswitch``
+    column), whose first served backend the callable keeps as ``served_by``. A backend: that
+    backend first in the op's plans while timed (:class:`normswitch.bench.served.ServedCall`),
+    so eager calls take the fast path and its bound launch as a user's would; its first call,
+    forced with ``backend=``, raises where the backend cannot serve the case."""
     try:
         from normswitch.platform import device_type
         from normswitch.registry import REGISTRY
@@ -71,17 +74,21 @@ def _normswitch(backend: Optional[str], case: Case) -> Callable[[], Any]:
     reason = backend and REGISTRY.availability(case.op, backend, device_type(case.t["x"].device))
     if reason:
         raise Unavailable(reason)
-    fn = _public_call(case, backend)
-    if backend is None:
-        from normswitch.tune.record import Recorder
+    if backend is not None:
+        from .served import ServedCall
 
-        recorder = Recorder()
-        REGISTRY.watch(recorder)
-        try:
-            fn()
-        finally:
-            REGISTRY.watch(None)
-        fn.served_by = recorder.entries[-1]["backend"]
+        _public_call(case, backend)()
+        return ServedCall(_public_call(case, backend, forced=False), case.op, backend)
+    fn = _public_call(case, None)
+    from normswitch.tune.record import Recorder
+
+    recorder = Recorder()
+    REGISTRY.watch(recorder)
+    try:
+        fn()
+    finally:
+        REGISTRY.watch(None)
+    fn.served_by = recorder.entries[-1]["backend"]
     return fn
 
 
@@ -91,26 +98,26 @@ private copies of x and residual (the bytes of the out-of-place call: read both,
 the first call, which the error check sees, starts from the case's inputs."""
 
 
-def _public_call(case: Case, backend: Optional[str]) -> functools.partial:
+def _public_call(case: Case, backend: Optional[str], forced: bool = True) -> functools.partial:
+    """The public op on the case's tensors, in the form ``backend`` serves (in place for
+    :data:`IN_PLACE_ONLY`); ``forced``: with ``backend=backend``."""
     import normswitch
 
     t, op = case.t, case.op
+    kw = {"backend": backend if forced else None}
     if op == "rms_norm":
-        return functools.partial(normswitch.rms_norm, t["x"], t["w"], EPS, backend=backend)
+        return functools.partial(normswitch.rms_norm, t["x"], t["w"], EPS, **kw)
     if op == "fused_add_rms_norm" and backend in IN_PLACE_ONLY:
         return functools.partial(normswitch.fused_add_rms_norm, t["x"].clone(), t["r"].clone(), t["w"], EPS,
-                                 inplace=True, backend=backend)
+                                 inplace=True, **kw)
     if op == "fused_add_rms_norm":
-        return functools.partial(normswitch.fused_add_rms_norm, t["x"], t["r"], t["w"], EPS,
-                                 backend=backend)
+        return functools.partial(normswitch.fused_add_rms_norm, t["x"], t["r"], t["w"], EPS, **kw)
     if op == "layer_norm":
-        return functools.partial(normswitch.layer_norm, t["x"], t["w"], t["b"], EPS,
-                                 backend=backend)
+        return functools.partial(normswitch.layer_norm, t["x"], t["w"], t["b"], EPS, **kw)
     if op == "layer_norm_channels_first":
-        return functools.partial(normswitch.layer_norm_channels_first, t["x"], t["w"], t["b"],
-                                 EPS, backend=backend)
+        return functools.partial(normswitch.layer_norm_channels_first, t["x"], t["w"], t["b"], EPS, **kw)
     return functools.partial(normswitch.norm_gated, t["x"], t["w"], None, t["z"], EPS,
-                             case.group, False, True, backend=backend)
+                             case.group, False, True, **kw)
 
 
 def register_normswitch_backend(name: str) -> None:

@@ -13,6 +13,7 @@ import torch
 from ..numerics import max_error
 from ..ops import DECLARATIONS
 from .impls import EPS, IMPLS, Case, Unavailable, first_output
+from .served import scope_of
 
 M_GRID = (1, 16, 64, 256, 4096, 32768)
 N_GRID = (128, 1024, 1280, 4096, 7168, 8192)
@@ -229,7 +230,8 @@ def _more_rounds(rows: list[dict], timed: dict[int, tuple[Callable[[], Any], boo
     for r in range(1, s.rounds):
         for i in order[r % len(order):] + order[:r % len(order)]:
             fn, graph = timed[i]
-            samples[i].append(time_fn(capture(fn) if graph else fn, s.warmup_ms, s.rep_ms))
+            with scope_of(fn):
+                samples[i].append(time_fn(capture(fn) if graph else fn, s.warmup_ms, s.rep_ms))
     for i in order:
         rows[i].update(us=statistics.median(samples[i]), us_rounds=samples[i])
 
@@ -253,8 +255,9 @@ def run_case(case: Case, s: Settings, c: Ceilings, time_fn: Callable) -> list[di
             fn = factory(case)
             if getattr(fn, "served_by", None):
                 row["served_by"] = fn.served_by
-            row["err"] = max_error(first_output(fn()), ref, ref.device)
-            row.update(time_impl(fn, s, time_fn))
+            with scope_of(fn):
+                row["err"] = max_error(first_output(fn()), ref, ref.device)
+                row.update(time_impl(fn, s, time_fn))
             measured.append(len(rows))
             timed[len(rows)] = (fn, row["timing"] == "graph")
         except Unavailable as exc:

@@ -14,7 +14,6 @@ checked backend with the least mean time of the chosen metric.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
@@ -22,7 +21,7 @@ from typing import Any, Callable, Iterable, Optional
 import torch
 
 from ..bench.runner import DTYPES, Settings, cases, make_case, op_kwargs, time_impl
-from ..config import Setting
+from ..bench.served import served_by
 from ..ops import DECLARATIONS
 from ..registry import REGISTRY
 from . import check
@@ -104,27 +103,6 @@ def candidates(g: Group, allowed: Optional[tuple[str, ...]] = None) -> list[str]
             and REGISTRY.availability(g.kind[0], name, g.device) is None]
 
 
-@contextlib.contextmanager
-def served_by(op: str, backend: str) -> Iterable[None]:
-    """Within the block, ``op``'s plans put ``backend`` first, as ``NORMSWITCH_BACKEND_<OP>``
-    would; raises ``RuntimeError`` if a call of the block was served by another backend."""
-    config = REGISTRY.config
-    saved = config.env_op.get(op)
-    config.env_op[op] = Setting(backend, "normswitch tune")
-    REGISTRY.drop_plans()
-    try:
-        yield
-        served = REGISTRY.serving(op)
-        if served - {backend}:
-            raise RuntimeError(f"{op}: timing {backend}, but the calls were served by {sorted(served)}")
-    finally:
-        if saved is None:
-            config.env_op.pop(op, None)
-        else:
-            config.env_op[op] = saved
-        REGISTRY.drop_plans()
-
-
 def measure(g: Group, backends: list[str], s: Settings, time_fn: Callable, metric: str,
             step: Callable[[str], None] = lambda name: None, rounds: int = 1) -> Optional[dict]:
     """The group's tuning-file entry: each checked backend's mean device and host time, the
@@ -155,7 +133,7 @@ def measure(g: Group, backends: list[str], s: Settings, time_fn: Callable, metri
         for name in passed:
             step(f"{name} (time {r + 1}/{rounds})")
             for i, smp in enumerate(g.samples):
-                with served_by(g.kind[0], name):
+                with served_by(g.kind[0], name, "normswitch tune"):
                     t = time_impl(functools.partial(decl.public, **smp.kwargs), s, time_fn)
                 old = best.setdefault((name, i), {"us": t["us"], "host_us": t["host_us"]})
                 old["us"], old["host_us"] = min(old["us"], t["us"]), min(old["host_us"], t["host_us"])
