@@ -5,7 +5,7 @@ The key holds everything the checks and the call features read: types, dtypes, d
 hidden size, each parameter's shape and layout, the value of every scalar, and the row bucket
 (the plan may depend on it through a tuning file). It is built by generated Python code
 (:func:`_key_lines`, straight-line attribute reads) or, once the CPU kernels are loaded, by their
-C++ ``fast_key`` (``csrc/fast_key.cpp``: the same properties read without a Python attribute
+C++ ``fast_key`` (``kernels/common/fast_key.cpp``: the same properties read without a Python attribute
 access each, which at M = 1 costs more than the kernel itself). Either key is exact; a process
 uses one of them at a time (:func:`use_native_key` drops the entries recorded under the other).
 

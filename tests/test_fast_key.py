@@ -1,4 +1,4 @@
-"""The C++ key of the fast path (``kernels/cpu/csrc/fast_key.cpp``) against the Python key it
+"""The C++ key of the fast path (``kernels/common/fast_key.cpp``) against the Python key it
 replaces once the CPU kernels load: the same calls take the fast path, the same calls share a key,
 and what the Python entry sends to the full checks (subclasses, grad, dispatch modes, overlapping
 in-place tensors) the C++ key sends there too."""

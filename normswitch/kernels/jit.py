@@ -35,7 +35,8 @@ from .cache import check_library, held_lock, library_record, record_path, remove
 log = logging.getLogger("normswitch")
 
 COMMON = Path(__file__).with_name("common")
-"""Headers shared by every extension (``ext_errors.h``, ``ext_bindings.h``), on the include path."""
+"""Headers shared by every extension (``ext_errors.h``, ``ext_bindings.h``), on the include path,
+and sources compiled into more than one (``fast_key.cpp``)."""
 COMMON_HEADERS = ("ext_errors.h", "ext_bindings.h")
 
 class BuildError(RuntimeError):
@@ -92,6 +93,8 @@ class Extension:
     toolchain_problem: Callable[[], Optional[str]]
     build_env: Callable[[], dict] = dict
     """Environment variables set while compiling besides PATH (e.g. TORCH_CUDA_ARCH_LIST)."""
+    common_sources: tuple[str, ...] = ()
+    """Sources of :data:`COMMON` compiled into this extension too."""
     on_load: Optional[Callable[[ModuleType], None]] = None
     """Called with the module once :meth:`load` has it (what the process does with it besides kernels)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -109,7 +112,8 @@ class Extension:
     def source_hash(self) -> str:
         """SHA-256 over the names and contents of every source and header."""
         h = hashlib.sha256()
-        files = [self.csrc / n for n in (*self.sources, *self.headers)] + [COMMON / n for n in COMMON_HEADERS]
+        files = [self.csrc / n for n in (*self.sources, *self.headers)] + \
+            [COMMON / n for n in (*COMMON_HEADERS, *self.common_sources)]
         for path in files:
             h.update(path.name.encode())
             h.update(path.read_bytes())
@@ -262,7 +266,8 @@ class Extension:
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
-            return cpp_extension.load(name=name, sources=[str(self.csrc / s) for s in self.sources],
+            sources = [str(self.csrc / s) for s in self.sources] + [str(COMMON / s) for s in self.common_sources]
+            return cpp_extension.load(name=name, sources=sources,
                                       extra_include_paths=[str(self.csrc), str(COMMON)],
                                       build_directory=str(work), verbose=False, **self.flags())
         finally:

@@ -5,7 +5,7 @@ forces the portable kernels). Compiled on first use (see ``build``); with no com
 failed build, the registry falls back to ``native``. Serves ``rms_norm``,
 ``fused_add_rms_norm`` (residual of x's dtype), ``layer_norm``, ``layer_norm_channels_first``
 and ``norm_gated`` (gate of x's dtype). Loading the
-kernels also switches the ops' fast path to the C++ key of ``csrc/fast_key.cpp``.
+kernels also switches the ops' fast path to the C++ key of ``kernels/common/fast_key.cpp``.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _ext():
 
 def _use_fast_key(module) -> None:
     """From now on the ops' fast path (every device) is keyed by the C++ ``fast_key``
-    (``csrc/fast_key.cpp``): the same key without a Python attribute read per property."""
+    (``kernels/common/fast_key.cpp``): the same key without a Python attribute read per property."""
     _fast.use_native_key(module.fast_key)
 
 

@@ -54,8 +54,9 @@ def toolchain_problem() -> Optional[str]:
 EXTENSION = Extension(
     prefix="normswitch_cpu",
     csrc=Path(__file__).with_name("csrc"),
-    sources=("bindings.cpp", "rms_norm.cpp", "rms_norm_avx512.cpp", "norm_gated.cpp", "fast_key.cpp",
-             "raw_calls.cpp", "layer_norm.cpp"),
+    sources=("bindings.cpp", "rms_norm.cpp", "rms_norm_avx512.cpp", "norm_gated.cpp", "raw_calls.cpp",
+             "layer_norm.cpp"),
+    common_sources=("fast_key.cpp",),
     headers=("norms.h", "simd_rows.h", "vec_io.h"),
     cache_variable="NORMSWITCH_CPU_CACHE",
     kind="cpu",

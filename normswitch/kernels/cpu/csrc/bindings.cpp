@@ -5,8 +5,11 @@
 
 using normswitch_ext::guarded;
 
+namespace normswitch_ext {
+PyObject* make_fast_key();  // common/fast_key.cpp
+}  // namespace normswitch_ext
+
 namespace normswitch_cpu {
-PyObject* make_fast_key();         // fast_key.cpp
 void add_raw_calls(PyObject* module);  // raw_calls.cpp: rms_norm, fused_add_rms_norm
 }  // namespace normswitch_cpu
 
@@ -21,7 +24,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("layer_norm_channels_first", guarded(&normswitch_cpu::layer_norm_channels_first),
         "LayerNorm over C of contiguous (B, C, S) x in float32, rounded once", py::arg("x"), py::arg("weight"),
         py::arg("bias"), py::arg("eps"));
-  m.add_object("fast_key", py::reinterpret_steal<py::object>(normswitch_cpu::make_fast_key()));
+  m.add_object("fast_key", py::reinterpret_steal<py::object>(normswitch_ext::make_fast_key()));
   m.def("kernel_path", &normswitch_cpu::avx512::path_name,
         "the RMSNorm row kernels in use: avx512-bf16, avx512 (bfloat16 portable) or portable");
   m.def("set_portable", &normswitch_cpu::avx512::set_path, "True: the portable RMSNorm kernels serve every call",

@@ -16,7 +16,7 @@
 
 #include <cstdint>
 
-namespace normswitch_cpu {
+namespace normswitch_ext {
 namespace {
 
 enum Kind : long { kX = 0, kLike = 1, kParam = 2, kValue = 3, kOut = 4 };
@@ -185,4 +185,4 @@ PyMethodDef fast_key_def = {"fast_key", reinterpret_cast<PyCFunction>(reinterpre
 
 PyObject* make_fast_key() { return PyCFunction_New(&fast_key_def, nullptr); }
 
-}  // namespace normswitch_cpu
+}  // namespace normswitch_ext
