@@ -13,6 +13,11 @@ cancels in the paired ratios. Workloads:
 - ``prefill``: 64 prompts of 960 tokens -> 4 new tokens each (prefill-heavy);
 - ``image`` (DeepSeek-OCR): 8 OCR requests with the test image -> 8 tokens each, one at a time.
 
+``ab`` (dense model, eager mode) is one engine process with the plugin that times each workload
+twice per repetition, with normswitch serving and with the replaced layers handing every call
+to vLLM's own path (``ab-off``: what ``off`` runs, plus one Python call per norm), so that both arms
+meet the same process and host state; its ratio is against ``ab-off``.
+
 ``--pin own`` runs each engine process on its own share of the machine's cores (whole cores,
 hyperthread siblings together); ``--pin same`` runs every engine on the same share (the engines
 take turns, so each repetition pair then meets the same cores in about the same state).
@@ -58,8 +63,30 @@ devices:
 CONFIGS = {"vllm_c": VLLM_C_CONFIG, "triton": TRITON_CONFIG}
 
 
+def serve_with_normswitch(on: bool) -> None:
+    """Route the plugin's replaced vLLM layers through normswitch (``on``) or straight to the path
+    vLLM would have run without the plugin (the ``ab`` variant's two arms, in one process)."""
+    from normswitch.plugin.vllm import layers
+
+    for mixin in layers.SERVING.values():
+        if on:
+            mixin.forward_normswitch = _SERVED.get(mixin, mixin.forward_normswitch)
+        else:
+            _SERVED.setdefault(mixin, mixin.forward_normswitch)
+            mixin.forward_normswitch = _vllm_path
+
+
+def _vllm_path(self, vllm_path, *args, **kwargs):
+    return vllm_path(self, *args, **kwargs)
+
+
+_SERVED: dict[type, object] = {}
+"""Each layer mixin's own ``forward_normswitch`` while :func:`serve_with_normswitch` has it off."""
+
+
 def _worker(model: str, kind: str, mode: str, kv_cache_gib: float) -> None:
-    """Engine process: start, answer ``READY``, then time each workload named on stdin."""
+    """Engine process: start, answer ``READY``, then time each workload named on stdin (a line
+    ``<workload> off``: with :func:`serve_with_normswitch` off for that run)."""
     import random
 
     from vllm import LLM, SamplingParams
@@ -82,7 +109,8 @@ def _worker(model: str, kind: str, mode: str, kv_cache_gib: float) -> None:
                                for _ in range(n)], new)
     print("READY", flush=True)
     for line in sys.stdin:
-        name = line.strip()
+        name, *arm = line.split()
+        serve_with_normswitch(arm != ["off"])
         prompts, new = requests[name]
         params = SamplingParams(max_tokens=new, temperature=0.0, ignore_eos=True, detokenize=False)
         t0 = time.perf_counter()
@@ -96,7 +124,7 @@ def _worker(model: str, kind: str, mode: str, kv_cache_gib: float) -> None:
 
 
 class Engine:
-    """One worker process (variant ``off``, ``on``, ``vllm_c`` or ``triton``) driven over its stdin/stdout."""
+    """One worker process (variant ``off``, ``on``, ``ab``, ``vllm_c`` or ``triton``) driven over its stdin/stdout."""
 
     def __init__(self, model: str, kind: str, mode: str, variant: str, log: Path, kv_cache_gib: float,
                  cpus: Optional[set[int]] = None) -> None:
@@ -128,8 +156,9 @@ class Engine:
     def wait_ready(self) -> None:
         self._line()
 
-    def time(self, workload: str) -> dict:
-        self.proc.stdin.write(workload + "\n")
+    def time(self, workload: str, arm: str = "") -> dict:
+        """One timed run of ``workload`` (``arm`` ``off``: normswitch's layers off, variant ``ab``)."""
+        self.proc.stdin.write(f"{workload} {arm}".strip() + "\n")
         self.proc.stdin.flush()
         return json.loads(self._line())
 
@@ -172,36 +201,54 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(values), q[2]
 
 
+def arms(variant: str, mode: str, kind: str) -> list[str]:
+    """The sample streams of a variant: ``ab`` gives ``ab`` and ``ab-off`` (dense model, eager
+    mode only: a CUDA graph captured with one arm would replay it for both); the others, one."""
+    if variant != "ab":
+        return [variant]
+    return ["ab", "ab-off"] if mode == "eager" and kind == "dense" else []
+
+
+def baseline(arm: str) -> str:
+    """The arm a speed-up is measured against."""
+    return "ab-off" if arm == "ab" else "off"
+
+
 def measure(model_dir: str, kind: str, modes: list[str], variants: list[str], reps: int, deadline: float,
             logs: Path, kv_cache_gib: float = 8.0, workloads: Optional[list[str]] = None,
-            pin: Optional[str] = None) -> list[dict]:
+            pin: Optional[str] = None, engine: Optional[type] = None) -> list[dict]:
     """Start every (mode, variant) engine at once, then alternate the workloads; one row per
-    (mode, workload). Stops repeating once ``time.monotonic()`` passes ``deadline``."""
-    names = [(mode, v) for mode in modes for v in variants]
+    (mode, workload). Stops repeating once ``time.monotonic()`` passes ``deadline``. ``engine``:
+    the class of the engines (default :class:`Engine`)."""
+    names = [(mode, v) for mode in modes for v in variants if arms(v, mode, kind)]
     shares: list[Optional[set[int]]] = [None] * len(names)
     if pin is not None:
         shares = core_shares(len(names))
         shares = shares if pin == "own" else [shares[0]] * len(names)
-    engines = {(mode, v): Engine(model_dir, kind, mode, v, logs / f"{kind}-{mode}-{v}.log", kv_cache_gib, cpus)
+    engines = {(mode, v): (engine or Engine)(model_dir, kind, mode, v, logs / f"{kind}-{mode}-{v}.log",
+                                             kv_cache_gib, cpus)
                for (mode, v), cpus in zip(names, shares)}
     workloads = [w for w in WORKLOADS[kind] if workloads is None or w in workloads]
     try:
-        for engine in engines.values():
-            engine.wait_ready()
+        for e in engines.values():
+            e.wait_ready()
         samples: dict[tuple[str, str, str], list[float]] = {}
         for rep in range(reps + 1):  # the first repetition warms up and is dropped
             for mode in modes:
+                order = [v for v in variants if (mode, v) in engines]
                 for workload in workloads:
-                    for v in variants[rep % len(variants):] + variants[:rep % len(variants)]:
-                        got = engines[(mode, v)].time(workload)
-                        rate = got["seconds"] if workload == "image" else got["tokens"] / got["seconds"]
-                        if rep:
-                            samples.setdefault((mode, workload, v), []).append(rate)
+                    for v in order[rep % len(order):] + order[:rep % len(order)]:
+                        streams = arms(v, mode, kind)
+                        for arm in streams if rep % 2 else streams[::-1]:
+                            got = engines[(mode, v)].time(workload, "off" if arm.endswith("-off") else "")
+                            rate = got["seconds"] if workload == "image" else got["tokens"] / got["seconds"]
+                            if rep:
+                                samples.setdefault((mode, workload, arm), []).append(rate)
             if rep and time.monotonic() > deadline:
                 break
     finally:
-        for engine in engines.values():
-            engine.stop()
+        for e in engines.values():
+            e.stop()
     rows = []
     for mode in modes:
         for workload in workloads:
@@ -209,33 +256,41 @@ def measure(model_dir: str, kind: str, modes: list[str], variants: list[str], re
             row = {"model": kind, "mode": mode, "workload": workload, "reps": len(off),
                    "unit": "s/request" if workload == "image" else "output tokens/s", "variants": {}}
             for v in variants:
-                got = samples[(mode, workload, v)]
-                # speed-up over off: > 1 means faster (seconds per request are inverted)
-                ratios = [b / a if workload == "image" else a / b for a, b in zip(got, off)]
-                row["variants"][v] = {"value": _quartiles(got), "speedup": _quartiles(ratios),
-                                      "speedup_ci95": bootstrap_median(ratios), "samples": got}
+                for arm in arms(v, mode, kind):
+                    got, base = samples[(mode, workload, arm)], samples[(mode, workload, baseline(arm))]
+                    # speed-up over the baseline: > 1 means faster (seconds per request are inverted)
+                    ratios = [b / a if workload == "image" else a / b for a, b in zip(got, base)]
+                    row["variants"][arm] = {"value": _quartiles(got), "speedup": _quartiles(ratios),
+                                            "speedup_ci95": bootstrap_median(ratios), "baseline": baseline(arm),
+                                            "samples": got}
             rows.append(row)
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    """The result table, median [p25, p75]; speed-up over ``off`` > 1: faster than vLLM alone."""
-    variants = list(rows[0]["variants"]) if rows else []
-    others = [v for v in variants if v != "off"]
-    head = ["model", "mode", "workload", "unit", *variants, *(f"speed-up {v}/off" for v in others),
-            *(f"95% CI of {v}/off" for v in others), "reps"]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-
-    def cell(q):
-        return f"{q[1]:.4g} [{q[0]:.4g}, {q[2]:.4g}]"
-
+    """The result table, median [p25, p75]; speed-up over the arm's baseline (``off``; ``ab-off``
+    for ``ab``) > 1: faster than vLLM alone. Rows list the arms they measured."""
+    lines: list[str] = []
+    current: Optional[str] = None
     for r in rows:
         got = r["variants"]
-        speedups = [f"{got[v]['speedup'][1]:.3f} [{got[v]['speedup'][0]:.3f}, {got[v]['speedup'][2]:.3f}]"
-                    for v in others]
-        intervals = [f"[{got[v]['speedup_ci95'][0]:.3f}, {got[v]['speedup_ci95'][1]:.3f}]" for v in others]
+        arms_ = list(got)
+        others = [a for a in arms_ if a != "off"]
+        head = ["model", "mode", "workload", "unit", *arms_,
+                *(f"speed-up {a}/{got[a]['baseline']}" for a in others),
+                *(f"95% CI of {a}/{got[a]['baseline']}" for a in others), "reps"]
+        if "| " + " | ".join(head) + " |" != current:
+            current = "| " + " | ".join(head) + " |"
+            lines += ([""] if lines else []) + [current, "|" + " --- |" * len(head)]
+
+        def cell(q):
+            return f"{q[1]:.4g} [{q[0]:.4g}, {q[2]:.4g}]"
+
+        speedups = [f"{got[a]['speedup'][1]:.3f} [{got[a]['speedup'][0]:.3f}, {got[a]['speedup'][2]:.3f}]"
+                    for a in others]
+        intervals = [f"[{got[a]['speedup_ci95'][0]:.3f}, {got[a]['speedup_ci95'][1]:.3f}]" for a in others]
         lines.append("| " + " | ".join([r["model"], r["mode"], r["workload"], r["unit"],
-                                        *(cell(got[v]["value"]) for v in variants), *speedups, *intervals,
+                                        *(cell(got[a]["value"]) for a in arms_), *speedups, *intervals,
                                         str(r["reps"])]) + " |")
     return "\n".join(lines)
 
@@ -249,7 +304,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--model", choices=("dense", "ocr"), action="append", required=True)
     parser.add_argument("--modes", default="compile,eager")
     parser.add_argument("--variants", default="on,off",
-                        help="comma-separated: on, off, vllm_c, triton (off is always run)")
+                        help="comma-separated: on, off, ab, vllm_c, triton (off is always run)")
     parser.add_argument("--workloads", default=None,
                         help="comma-separated subset of decode, prefill, image (default: all of the model's)")
     parser.add_argument("--pin", choices=("own", "same"), default=None,

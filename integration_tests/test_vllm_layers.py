@@ -117,3 +117,23 @@ def test_engine_mode_picks_the_eager_preset_on_cuda_only(layers):
     finally:
         modes.forget()
     assert REGISTRY.config.backends("fused_add_rms_norm", "cuda").value[0] == "triton"
+
+
+def test_benchmark_ab_switch_hands_calls_to_vllm_and_back(layers, monkeypatch):
+    """``benchmarks/vllm_e2e.py``'s ``ab`` arms: off, the replaced layer runs vLLM's own CPU path
+    (no normswitch call); on again, normswitch serves it."""
+    from benchmarks import vllm_e2e
+
+    layer = layers.RMSNorm(256, eps=1e-6, dtype=torch.bfloat16)
+    calls = []
+    real = plugin_layers.ops.rms_norm
+    monkeypatch.setattr(plugin_layers.ops, "rms_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = _rand(5, 256)
+    try:
+        vllm_e2e.serve_with_normswitch(False)
+        torch.testing.assert_close(layer(x), layer.forward_native(x), **BF16_TOL)
+        assert not calls
+    finally:
+        vllm_e2e.serve_with_normswitch(True)
+    layer(x)
+    assert calls == [1]
