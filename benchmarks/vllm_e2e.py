@@ -13,10 +13,10 @@ cancels in the paired ratios. Workloads:
 - ``prefill``: 64 prompts of 960 tokens -> 4 new tokens each (prefill-heavy);
 - ``image`` (DeepSeek-OCR): 8 OCR requests with the test image -> 8 tokens each, one at a time.
 
-``ab`` (dense model, eager mode) is one engine process with the plugin that times each workload
-twice per repetition, with normswitch serving and with the replaced layers handing every call
-to vLLM's own path (``ab-off``: what ``off`` runs, plus one Python call per norm), so that both arms
-meet the same process and host state; its ratio is against ``ab-off``.
+``ab`` (eager mode) is one engine process with the plugin that times each workload twice per
+repetition, with normswitch serving and with the replaced layers and swapped vision norms running
+vLLM's own code (``ab-off``: what ``off`` runs, plus one Python call per decoder norm), so that
+both arms meet the same process and host state; its ratio is against ``ab-off``.
 
 ``--pin own`` runs each engine process on its own share of the machine's cores (whole cores,
 hyperthread siblings together); ``--pin same`` runs every engine on the same share (the engines
@@ -64,24 +64,34 @@ CONFIGS = {"vllm_c": VLLM_C_CONFIG, "triton": TRITON_CONFIG}
 
 
 def serve_with_normswitch(on: bool) -> None:
-    """Route the plugin's replaced vLLM layers through normswitch (``on``) or straight to the path
-    vLLM would have run without the plugin (the ``ab`` variant's two arms, in one process)."""
+    """Route the plugin's replaced vLLM layers and swapped vision norms through normswitch (``on``)
+    or straight to the code vLLM runs without the plugin (the ``ab`` variant's arms, in one
+    process): vLLM's own platform path, ``torch.nn.LayerNorm.forward`` and DeepSeek-OCR's
+    ``LayerNorm2d.forward`` (the swaps keep the parameters they read)."""
+    from torch import nn
+
+    from normswitch import modules
     from normswitch.plugin.vllm import layers
 
-    for mixin in layers.SERVING.values():
-        if on:
-            mixin.forward_normswitch = _SERVED.get(mixin, mixin.forward_normswitch)
+    if not _SERVED:
+        _SERVED.update({(m, "forward_normswitch"): (m.forward_normswitch, _vllm_path) for m in layers.SERVING.values()})
+        _SERVED[(modules.LayerNormFP32, "forward")] = (modules.LayerNormFP32.forward, nn.LayerNorm.forward)
+        try:
+            from vllm.model_executor.models.deepencoder import LayerNorm2d
+        except ImportError:
+            pass
         else:
-            _SERVED.setdefault(mixin, mixin.forward_normswitch)
-            mixin.forward_normswitch = _vllm_path
+            _SERVED[(modules.LayerNorm2d, "forward")] = (modules.LayerNorm2d.forward, LayerNorm2d.forward)
+    for (cls, name), (ours, vllms) in _SERVED.items():
+        setattr(cls, name, ours if on else vllms)
 
 
 def _vllm_path(self, vllm_path, *args, **kwargs):
     return vllm_path(self, *args, **kwargs)
 
 
-_SERVED: dict[type, object] = {}
-"""Each layer mixin's own ``forward_normswitch`` while :func:`serve_with_normswitch` has it off."""
+_SERVED: dict[tuple[type, str], tuple] = {}
+"""(class, method) -> (normswitch's function, the function vLLM runs without the plugin)."""
 
 
 def _worker(model: str, kind: str, mode: str, kv_cache_gib: float) -> None:
@@ -201,12 +211,12 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(values), q[2]
 
 
-def arms(variant: str, mode: str, kind: str) -> list[str]:
-    """The sample streams of a variant: ``ab`` gives ``ab`` and ``ab-off`` (dense model, eager
-    mode only: a CUDA graph captured with one arm would replay it for both); the others, one."""
+def arms(variant: str, mode: str) -> list[str]:
+    """The sample streams of a variant: ``ab`` gives ``ab`` and ``ab-off`` (eager mode only: a CUDA
+    graph captured with one arm would replay it for both); the others, one."""
     if variant != "ab":
         return [variant]
-    return ["ab", "ab-off"] if mode == "eager" and kind == "dense" else []
+    return ["ab", "ab-off"] if mode == "eager" else []
 
 
 def baseline(arm: str) -> str:
@@ -220,7 +230,7 @@ def measure(model_dir: str, kind: str, modes: list[str], variants: list[str], re
     """Start every (mode, variant) engine at once, then alternate the workloads; one row per
     (mode, workload). Stops repeating once ``time.monotonic()`` passes ``deadline``. ``engine``:
     the class of the engines (default :class:`Engine`)."""
-    names = [(mode, v) for mode in modes for v in variants if arms(v, mode, kind)]
+    names = [(mode, v) for mode in modes for v in variants if arms(v, mode)]
     shares: list[Optional[set[int]]] = [None] * len(names)
     if pin is not None:
         shares = core_shares(len(names))
@@ -238,7 +248,7 @@ def measure(model_dir: str, kind: str, modes: list[str], variants: list[str], re
                 order = [v for v in variants if (mode, v) in engines]
                 for workload in workloads:
                     for v in order[rep % len(order):] + order[:rep % len(order)]:
-                        streams = arms(v, mode, kind)
+                        streams = arms(v, mode)
                         for arm in streams if rep % 2 else streams[::-1]:
                             got = engines[(mode, v)].time(workload, "off" if arm.endswith("-off") else "")
                             rate = got["seconds"] if workload == "image" else got["tokens"] / got["seconds"]
@@ -256,7 +266,7 @@ def measure(model_dir: str, kind: str, modes: list[str], variants: list[str], re
             row = {"model": kind, "mode": mode, "workload": workload, "reps": len(off),
                    "unit": "s/request" if workload == "image" else "output tokens/s", "variants": {}}
             for v in variants:
-                for arm in arms(v, mode, kind):
+                for arm in arms(v, mode):
                     got, base = samples[(mode, workload, arm)], samples[(mode, workload, baseline(arm))]
                     # speed-up over the baseline: > 1 means faster (seconds per request are inverted)
                     ratios = [b / a if workload == "image" else a / b for a, b in zip(got, base)]

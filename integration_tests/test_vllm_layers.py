@@ -121,19 +121,28 @@ def test_engine_mode_picks_the_eager_preset_on_cuda_only(layers):
 
 def test_benchmark_ab_switch_hands_calls_to_vllm_and_back(layers, monkeypatch):
     """``benchmarks/vllm_e2e.py``'s ``ab`` arms: off, the replaced layer runs vLLM's own CPU path
-    (no normswitch call); on again, normswitch serves it."""
+    and the swapped vision norms DeepSeek-OCR's own code (no normswitch call); on again,
+    normswitch serves them."""
+    from vllm.model_executor.models import deepencoder
+
+    import normswitch
     from benchmarks import vllm_e2e
 
     layer = layers.RMSNorm(256, eps=1e-6, dtype=torch.bfloat16)
+    ln, ln2d = normswitch.LayerNormFP32(256), normswitch.LayerNorm2d(8)
     calls = []
-    real = plugin_layers.ops.rms_norm
-    monkeypatch.setattr(plugin_layers.ops, "rms_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
-    x = _rand(5, 256)
+    for op in ("rms_norm", "layer_norm", "layer_norm_channels_first"):
+        real = getattr(normswitch.ops, op)
+        monkeypatch.setattr(normswitch.ops, op, lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k))
+    x, img = _rand(5, 256), _rand(2, 8, 3, 3).float()
     try:
         vllm_e2e.serve_with_normswitch(False)
         torch.testing.assert_close(layer(x), layer.forward_native(x), **BF16_TOL)
+        torch.testing.assert_close(ln(x.float()), torch.nn.functional.layer_norm(x.float(), (256,), ln.weight, ln.bias,
+                                                                             ln.eps))
+        torch.testing.assert_close(ln2d(img), deepencoder.LayerNorm2d.forward(ln2d, img))
         assert not calls
     finally:
         vllm_e2e.serve_with_normswitch(True)
-    layer(x)
-    assert calls == [1]
+    layer(x), ln(x.float()), ln2d(img)
+    assert calls == [1, 1, 1]

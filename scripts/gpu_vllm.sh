@@ -125,8 +125,8 @@ run_bench() {
     # Two thirds for the dense model (16 layers of hidden 4096), the rest
     # for DeepSeek-OCR; each run's last repetition starts 45 s before its share ends.
     local dense=$((seconds * ${E2E_DENSE_PERCENT:-67} / 100)) ocr
-    # Variants and modes: E2E_VARIANTS (default on,off,triton; ab: both arms in one engine, dense
-    # model in eager mode), E2E_MODES (default compile,eager);
+    # Variants and modes: E2E_VARIANTS (default on,off,triton; ab: both arms in one engine, eager
+    # mode only), E2E_MODES (default compile,eager);
     # E2E_DENSE_PERCENT: the dense model's share of the time; E2E_ARGS: more benchmarks/vllm_e2e.py
     # options for both models (for example --pin same, --workloads decode,image).
     E2E_VARIANTS=${E2E_VARIANTS:-on,off,triton} E2E_MODES=${E2E_MODES:-compile,eager}
