@@ -63,7 +63,6 @@ def _floor(case, reduce: bool, warps: int):
 
 def _time(fn) -> tuple[float, float]:
     """(one replay after an L2 flush, per call of a graph of 20), us."""
-    fn()
     g1 = graph_of(fn, 1)
     g20 = graph_of(fn, 20)
     return (1e3 * do_bench(g1.replay, warmup=10, rep=20, return_mode="median"),
@@ -106,9 +105,10 @@ def main() -> None:
             extra = {}
             try:
                 if impl.startswith("floor_"):
-                    timed = {w: (_floor(case, impl == "floor_reduce", w),) for w in FLOOR_WARPS}
+                    timed = {}
                     for w in FLOOR_WARPS:
-                        timed[w] += _time(timed[w][0])
+                        floor = _floor(case, impl == "floor_reduce", w)
+                        timed[w] = (floor, *_time(floor))
                     best = min(FLOOR_WARPS, key=lambda w: timed[w][1])
                     fn, t1, t20 = timed[best]
                     extra = {"warps": best, "by_warps": {w: round(timed[w][1], 3) for w in FLOOR_WARPS}}

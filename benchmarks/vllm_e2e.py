@@ -280,6 +280,9 @@ def measure(model_dir: str, kind: str, modes: list[str], variants: list[str], re
 def markdown(rows: list[dict]) -> str:
     """The result table, median [p25, p75]; speed-up over the arm's baseline (``off``; ``ab-off``
     for ``ab``) > 1: faster than vLLM alone. Rows list the arms they measured."""
+    def cell(q):
+        return f"{q[1]:.4g} [{q[0]:.4g}, {q[2]:.4g}]"
+
     lines: list[str] = []
     current: Optional[str] = None
     for r in rows:
@@ -289,13 +292,10 @@ def markdown(rows: list[dict]) -> str:
         head = ["model", "mode", "workload", "unit", *arms_,
                 *(f"speed-up {a}/{got[a]['baseline']}" for a in others),
                 *(f"95% CI of {a}/{got[a]['baseline']}" for a in others), "reps"]
-        if "| " + " | ".join(head) + " |" != current:
-            current = "| " + " | ".join(head) + " |"
-            lines += ([""] if lines else []) + [current, "|" + " --- |" * len(head)]
-
-        def cell(q):
-            return f"{q[1]:.4g} [{q[0]:.4g}, {q[2]:.4g}]"
-
+        header = "| " + " | ".join(head) + " |"
+        if header != current:
+            current = header
+            lines += ([""] if lines else []) + [header, "|" + " --- |" * len(head)]
         speedups = [f"{got[a]['speedup'][1]:.3f} [{got[a]['speedup'][0]:.3f}, {got[a]['speedup'][2]:.3f}]"
                     for a in others]
         intervals = [f"[{got[a]['speedup_ci95'][0]:.3f}, {got[a]['speedup_ci95'][1]:.3f}]" for a in others]

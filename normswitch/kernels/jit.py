@@ -109,11 +109,15 @@ class Extension:
     seconds: float = 0.0
     """How long obtaining :attr:`module` took (waiting for another process's build included)."""
 
+    def source_files(self) -> list[Path]:
+        """The files compiled: the sources in ``csrc``, then the common ones."""
+        return [self.csrc / n for n in self.sources] + [COMMON / n for n in self.common_sources]
+
     def source_hash(self) -> str:
         """SHA-256 over the names and contents of every source and header."""
         h = hashlib.sha256()
-        files = [self.csrc / n for n in (*self.sources, *self.headers)] + \
-            [COMMON / n for n in (*COMMON_HEADERS, *self.common_sources)]
+        files = [self.csrc / n for n in (*self.sources, *self.headers)] + [COMMON / n for n in COMMON_HEADERS] + \
+            [COMMON / n for n in self.common_sources]
         for path in files:
             h.update(path.name.encode())
             h.update(path.read_bytes())
@@ -266,8 +270,7 @@ class Extension:
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
-            sources = [str(self.csrc / s) for s in self.sources] + [str(COMMON / s) for s in self.common_sources]
-            return cpp_extension.load(name=name, sources=sources,
+            return cpp_extension.load(name=name, sources=[str(path) for path in self.source_files()],
                                       extra_include_paths=[str(self.csrc), str(COMMON)],
                                       build_directory=str(work), verbose=False, **self.flags())
         finally:
